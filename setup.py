@@ -1,0 +1,24 @@
+"""GSNet on Detectron2: open-vocabulary remote-sensing semantic segmentation."""
+
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+version = {}
+with open(os.path.join(here, "gsnet", "__init__.py")) as f:
+    for line in f:
+        if line.startswith("__version__"):
+            exec(line, version)
+
+setup(
+    name="gsnet",
+    version=version["__version__"],
+    description="GSNet (AAAI 2025) on Detectron2: open-vocabulary remote-sensing segmentation",
+    packages=find_packages(include=["gsnet", "gsnet.*"]),
+    python_requires=">=3.10",
+    # torch, torchvision and Detectron2 are installed by scripts/setup.sh (see README).
+    install_requires=[
+        "open_clip_torch", "timm", "fvcore", "einops", "opencv-python-headless", "pycocotools",
+    ],
+)
