@@ -19,6 +19,11 @@ setup(
     python_requires=">=3.10",
     # torch, torchvision and Detectron2 are installed by scripts/setup.sh (see README).
     install_requires=[
-        "open_clip_torch", "timm", "fvcore", "einops", "opencv-python-headless", "pycocotools",
+        "open_clip_torch",
+        "timm",
+        "fvcore",
+        "einops",
+        "opencv-python-headless",
+        "pycocotools",
     ],
 )

@@ -4,8 +4,11 @@ Importing this package registers the GSNet meta-architecture, its head and the d
 Detectron2's registries.
 """
 
+from . import data, modeling  # noqa: F401  (registrations)
+from .checkpoint import GSNetCheckpointer
 from .config import add_gsnet_config
+from .gsnet_model import GSNet
 
 __version__ = "0.1.0"
 
-__all__ = ["add_gsnet_config"]
+__all__ = ["GSNet", "GSNetCheckpointer", "add_gsnet_config"]

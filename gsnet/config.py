@@ -6,11 +6,14 @@ published names and defaults so that published YAML files and command lines load
 the code they map to role names ("dino" = the remote-sensing specialist encoder).
 """
 
-from detectron2.config import CfgNode as CN
+import torch
+from detectron2.config import CfgNode
 
 
 def add_gsnet_config(cfg):
     """Add GSNet's keys to a Detectron2 config (in place)."""
+    # Detectron2 defaults to "cuda"; GSNet also runs on CPU-only machines.
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     # ---------------------------------------------------------------- input / data
     # Dataset mapper for training: "mask_former_semantic" is the semantic-segmentation mapper
     # (the published name; it selects gsnet.data.GSNetSemanticDatasetMapper).
@@ -33,9 +36,12 @@ def add_gsnet_config(cfg):
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
     # LR multiplier of every CLIP (generalist image tower + text tower) parameter.
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01
+    # Autocast precision of training when SOLVER.AMP.ENABLED: "bfloat16" (CPU with AVX512-BF16
+    # or GPU) or "float16" (CUDA only, with a gradient scaler). The paper trains in fp32.
+    cfg.SOLVER.AMP.PRECISION = "bfloat16"
 
     # ---------------------------------------------------------------- model: input
-    cfg.MODEL.MASK_FORMER = CN()
+    cfg.MODEL.MASK_FORMER = CfgNode()
     # Images of a batch are padded at the bottom/right to a multiple of this (after
     # normalisation, value 0) before being resized to the encoders' input size.
     cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
@@ -59,7 +65,7 @@ def add_gsnet_config(cfg):
     head.CLIP_PRETRAINED = "ViT-B/16"
     # Where CLIP's weights come from when training starts: an open_clip pretrained tag
     # ("openai", downloaded where internet exists), a local file (OpenAI's JIT archive or an
-    # open_clip state dict), or "" for random initialisation. Not needed with MODEL.WEIGHTS.
+    # open_clip state dict), or "random" (toy runs). Not needed with MODEL.WEIGHTS.
     head.CLIP_WEIGHTS = "openai"
     # Which CLIP parameters train: "attention" (query and value projection weights of every
     # attention block, image and text towers: the paper), "full" (every transformer-block
@@ -75,8 +81,8 @@ def add_gsnet_config(cfg):
     # Specialist architecture: "vit_base_patch8" (ViT-B/8, DINO layout: the paper) or "toy".
     head.DINO_ARCH = "vit_base_patch8"
     # DINO-style checkpoint of the remote-sensing specialist, needed when training starts;
-    # empty: the environment variable RSIB_CKPT (the published code's only way). Not needed
-    # with MODEL.WEIGHTS.
+    # empty: the environment variable RSIB_CKPT (the published code's only way); "random":
+    # random initialisation (toy runs). Not needed with MODEL.WEIGHTS.
     head.DINO_WEIGHTS = ""
     # Which specialist parameters train: "freeze" (paper), "attention" (qkv weights and the
     # positional embedding), "full".
@@ -136,3 +142,5 @@ def add_gsnet_config(cfg):
     cfg.TEST.SLIDING_WINDOW_SIZE = 384
     cfg.TEST.SLIDING_WINDOW_STRIDE = 256  # int(384 * (1 - 0.333)), as published
     cfg.TEST.SLIDING_WINDOW_RESOLUTION = [640, 640]
+    # Inference precision: "float32" (the paper), or autocast to "bfloat16" / "float16".
+    cfg.TEST.PRECISION = "float32"

@@ -89,18 +89,26 @@ def build_pure_wheel(source_wheel, out_dir):
     """Repackage the ``detectron2/`` tree of ``source_wheel`` as a pure-Python wheel."""
     dist_info = f"detectron2-{LOCAL_VERSION}.dist-info"
     wheel_path = os.path.join(out_dir, f"detectron2-{LOCAL_VERSION}-py3-none-any.whl")
-    metadata = "\n".join(
-        ["Metadata-Version: 2.1", "Name: detectron2", f"Version: {LOCAL_VERSION}",
-         "Summary: Detectron2 (pure-Python part of the PyPI wheel sal-detectron2==0.7.2)",
-         "Requires-Python: >=3.8"]
-        + [f"Requires-Dist: {req}" for req in REQUIRES]
-    ) + "\n"
+    metadata = (
+        "\n".join(
+            [
+                "Metadata-Version: 2.1",
+                "Name: detectron2",
+                f"Version: {LOCAL_VERSION}",
+                "Summary: Detectron2 (pure-Python part of the PyPI wheel sal-detectron2==0.7.2)",
+                "Requires-Python: >=3.8",
+            ]
+            + [f"Requires-Dist: {req}" for req in REQUIRES]
+        )
+        + "\n"
+    )
     wheel_meta = "Wheel-Version: 1.0\nGenerator: gsnet\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     records = []
     kept = 0
-    with zipfile.ZipFile(source_wheel) as src, zipfile.ZipFile(
-        wheel_path, "w", zipfile.ZIP_DEFLATED
-    ) as dst:
+    with (
+        zipfile.ZipFile(source_wheel) as src,
+        zipfile.ZipFile(wheel_path, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for info in src.infolist():
             name = info.filename
             if not name.startswith("detectron2/") or name.endswith((".so", ".pyd")):
@@ -111,8 +119,11 @@ def build_pure_wheel(source_wheel, out_dir):
             kept += 1
         if kept == 0:
             raise RuntimeError(f"{source_wheel} holds no detectron2/ package")
-        for name, text in (("METADATA", metadata), ("WHEEL", wheel_meta),
-                           ("top_level.txt", "detectron2\n")):
+        for name, text in (
+            ("METADATA", metadata),
+            ("WHEEL", wheel_meta),
+            ("top_level.txt", "detectron2\n"),
+        ):
             data = text.encode()
             dst.writestr(f"{dist_info}/{name}", data)
             records.append(_record_line(f"{dist_info}/{name}", data))
@@ -123,8 +134,19 @@ def build_pure_wheel(source_wheel, out_dir):
 
 def install_from_pypi_wheel():
     with tempfile.TemporaryDirectory() as tmp:
-        pip("download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
-            "--implementation", "cp", "-d", tmp, PYPI_WHEEL)
+        pip(
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.10",
+            "--implementation",
+            "cp",
+            "-d",
+            tmp,
+            PYPI_WHEEL,
+        )
         wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
         if len(wheels) != 1:
             raise RuntimeError(f"expected one wheel from 'pip download {PYPI_WHEEL}', got {wheels}")

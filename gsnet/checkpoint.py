@@ -1,0 +1,251 @@
+"""Weight files: the released-checkpoint rename table, GSNet's checkpointer and the loaders of
+the pretrained encoders (CLIP and the remote-sensing specialist) used when training starts.
+
+The released GSNet checkpoint (a Detectron2 checkpoint whose "model" entry is the published
+module tree's state dict) loads unchanged: ``GSNetCheckpointer`` renames its keys with
+``RELEASED_KEY_RENAMES``, the same table that ``tools/convert_checkpoint.py`` uses.
+"""
+
+import logging
+import os
+import re
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "RELEASED_KEY_RENAMES",
+    "GSNetCheckpointer",
+    "convert_released_state_dict",
+    "is_released_layout",
+    "load_clip_weights",
+    "load_pretrained_encoders",
+    "load_specialist_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+_HEAD = r"^sem_seg_head\.predictor\.transformer\."
+# Published key prefix (regular expression) -> this project's key prefix. First match wins.
+RELEASED_KEY_RENAMES = [
+    (r"^sem_seg_head\.predictor\.clip_model\.", "generalist.clip."),
+    (r"^upsample1\.", "generalist.guidance_upsample.0."),
+    (r"^upsample2\.", "generalist.guidance_upsample.1."),
+    (r"^dino_model\.", "specialist.vit."),
+    (r"^dino_down_sample\.", "specialist.dense_projection."),
+    (r"^dino_decod_proj1\.", "specialist.guidance_projection.0."),
+    (r"^dino_decod_proj2\.", "specialist.guidance_projection.1."),
+    (_HEAD + r"conv1\.", "sem_seg_head.fusion.cost_embed."),
+    (_HEAD + r"conv2\.", "sem_seg_head.fusion.specialist_embed."),
+    (_HEAD + r"fusion_corr\.", "sem_seg_head.fusion.fuse."),
+    (_HEAD + r"fusion_feats\.", "sem_seg_head.fusion.feature_fuse."),
+    (_HEAD + r"simple_concatenation_corr_embed\.", "sem_seg_head.fusion.concat_embed."),
+    (_HEAD + r"guidance_projection\.", "sem_seg_head.appearance_guidance."),
+    (_HEAD + r"text_guidance_projection\.", "sem_seg_head.text_guidance."),
+    (_HEAD + r"layers\.(\d+)\.swin_block\.", r"sem_seg_head.layers.\1.spatial."),
+    (
+        _HEAD + r"layers\.(\d+)\.attention\.attention\.",
+        r"sem_seg_head.layers.\1.classes.attention.",
+    ),
+    (_HEAD + r"layers\.(\d+)\.attention\.MLP\.", r"sem_seg_head.layers.\1.classes.mlp."),
+    (_HEAD + r"layers\.(\d+)\.attention\.", r"sem_seg_head.layers.\1.classes."),
+    (_HEAD + r"CLIP_decoder_guidance_projection\.", "sem_seg_head.decoder.generalist_guidance."),
+    (_HEAD + r"DINO_decoder_guidance_projection\.", "sem_seg_head.decoder.specialist_guidance."),
+    (_HEAD + r"Fusiondecoder1\.conv\.double_conv\.", "sem_seg_head.decoder.up_blocks.0.conv."),
+    (_HEAD + r"Fusiondecoder2\.conv\.double_conv\.", "sem_seg_head.decoder.up_blocks.1.conv."),
+    (_HEAD + r"Fusiondecoder1\.", "sem_seg_head.decoder.up_blocks.0."),
+    (_HEAD + r"Fusiondecoder2\.", "sem_seg_head.decoder.up_blocks.1."),
+    (_HEAD + r"head\.", "sem_seg_head.decoder.head."),
+]
+# Published entries that are constants of the geometry, rebuilt by the model: not loaded.
+RELEASED_DERIVED_KEYS = re.compile(r"\.attn_mask$")
+_RELEASED_MARKERS = ("sem_seg_head.predictor.", "dino_model.")
+# The value of CLIP_WEIGHTS / DINO_WEIGHTS that asks for random initialisation (toy runs).
+RANDOM_WEIGHTS = "random"
+
+
+def is_released_layout(state_dict) -> bool:
+    """Whether a state dict uses the published module tree's key names."""
+    return any(key.startswith(_RELEASED_MARKERS) for key in state_dict)
+
+
+def convert_released_state_dict(state_dict):
+    """Rename a published-layout state dict to this project's layout.
+
+    Raises ValueError listing every key that the rename table does not cover.
+    """
+    converted, unknown = {}, []
+    for key, value in state_dict.items():
+        if RELEASED_DERIVED_KEYS.search(key):
+            continue
+        for pattern, replacement in RELEASED_KEY_RENAMES:
+            new_key, count = re.subn(pattern, replacement, key)
+            if count:
+                converted[new_key] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} keys of the published checkpoint have no rename rule "
+            f"(e.g. {unknown[:5]}): is this a GSNet checkpoint?"
+        )
+    return converted
+
+
+class GSNetCheckpointer(DetectionCheckpointer):
+    """Detectron2's checkpointer that also reads released (published-layout) GSNet files and
+    refuses checkpoints that do not fit the model, listing missing and unexpected keys."""
+
+    def _load_model(self, checkpoint):
+        state_dict = checkpoint["model"]
+        if is_released_layout(state_dict):
+            logger.info("Converting a checkpoint in the published GSNet layout.")
+            checkpoint["model"] = state_dict = convert_released_state_dict(state_dict)
+        model_state = self.model.state_dict()
+        missing = sorted(set(model_state) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(model_state))
+        mismatched = [
+            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(model_state[k].shape)}"
+            for k in sorted(set(state_dict) & set(model_state))
+            if tuple(state_dict[k].shape) != tuple(model_state[k].shape)
+        ]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                "The checkpoint does not fit this model (another architecture or config?).\n"
+                f"  missing keys ({len(missing)}): {missing[:10]}\n"
+                f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
+                f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}\n"
+                "Check that the config (e.g. MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED, NUM_LAYERS, "
+                "USE_CLIP_CORR/USE_DINO_CORR, decoder guidance dims) matches the checkpoint."
+            )
+        return super()._load_model(checkpoint)
+
+
+def _read_file(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{what} {path} is not a readable PyTorch file: {error}") from error
+
+
+# Parameters that the published CLIP loader rounded through fp16 (OpenAI's convert_weights).
+_FP16_ROUNDED = re.compile(
+    r"(conv1\.weight|c_fc\.(weight|bias)|c_proj\.(weight|bias)|out_proj\.(weight|bias)"
+    r"|_proj_weight|in_proj_bias|^text_projection|^visual\.proj)$"
+)
+
+
+def clip_state_dict_from_source(source: str, open_clip_name: str | None):
+    """CLIP weights (OpenAI/open_clip key layout, packed attention) from a file or a tag."""
+    if os.path.isfile(source):
+        try:
+            return torch.jit.load(source, map_location="cpu").state_dict()
+        except RuntimeError:
+            state = _read_file(source, "CLIP weight file")
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            if not isinstance(state, dict):
+                raise ValueError(f"CLIP weight file {source} holds no state dict") from None
+            return {k.removeprefix("module."): v for k, v in state.items()}
+    if open_clip_name is None:
+        raise ValueError(
+            f"CLIP weights {source!r}: not a file, and this CLIP architecture has no open_clip "
+            "pretrained tags. Give MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS as a file path or 'random'."
+        )
+    import open_clip
+
+    try:
+        model = open_clip.create_model(open_clip_name, pretrained=source)
+    except Exception as error:
+        raise RuntimeError(
+            f"Could not get CLIP weights {open_clip_name!r} / {source!r} through open_clip "
+            f"({error}). Without internet, download OpenAI's ViT-B-16.pt elsewhere and set "
+            "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS to its path."
+        ) from error
+    return model.state_dict()
+
+
+def load_clip_weights(generalist, source: str):
+    """Load CLIP weights into ``generalist.clip``: packed in-projections are split into q/k/v,
+    and the parameters OpenAI's loader keeps in fp16 are rounded through fp16 (exact for
+    OpenAI's own fp16 file; fp32 weights from elsewhere then match the published model)."""
+    from .modeling.generalist import CLIP_ARCHITECTURES
+
+    open_clip_name = CLIP_ARCHITECTURES[generalist.arch]["open_clip_name"]
+    state = clip_state_dict_from_source(source, open_clip_name)
+    converted = {}
+    for key, value in state.items():
+        if key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+            continue
+        if key.endswith("attn.in_proj_weight"):
+            for name, part in zip("qkv", value.chunk(3, dim=0)):
+                converted[key.replace("in_proj_weight", f"{name}_proj_weight")] = part
+        else:
+            converted[key] = value
+    converted = {
+        k: v.half().float() if _FP16_ROUNDED.search(k) else v.float() for k, v in converted.items()
+    }
+    _load_strict(generalist.clip, converted, f"CLIP weights {source!r}")
+
+
+def load_specialist_weights(specialist, path: str):
+    """Load a DINO-style checkpoint into ``specialist.vit``: an optional "teacher" entry, and
+    "module."/"backbone." prefixes are stripped; DINO's projection head is ignored; every
+    backbone key must be present."""
+    state = _read_file(path, "Specialist (RSIB) weight file")
+    if isinstance(state, dict) and "teacher" in state:
+        state = state["teacher"]
+    if not isinstance(state, dict):
+        raise ValueError(f"Specialist weight file {path} holds no state dict")
+    state = {k.replace("module.", "").replace("backbone.", ""): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    _load_strict(specialist.vit, state, f"specialist weights {path}")
+
+
+def _load_strict(module, state, what):
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{what} do not fit the model.\n"
+            f"  missing keys ({len(missing)}): {missing[:10]}\n"
+            f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
+            f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}"
+        )
+    module.load_state_dict(state)
+    logger.info("Loaded %s (%d tensors).", what, len(state))
+
+
+def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: str):
+    """Load the encoders' pretrained weights when training starts (no MODEL.WEIGHTS).
+
+    Args:
+        clip_weights: MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS: a file, an open_clip tag, or "random".
+        specialist_weights: MODEL.SEM_SEG_HEAD.DINO_WEIGHTS: a file, "random", or empty for the
+            environment variable RSIB_CKPT (the published code's way).
+    """
+    if clip_weights == RANDOM_WEIGHTS:
+        logger.warning("CLIP_WEIGHTS is %r: CLIP starts from random weights.", RANDOM_WEIGHTS)
+    else:
+        load_clip_weights(model.generalist, clip_weights)
+    if model.specialist is None:
+        return
+    if specialist_weights == RANDOM_WEIGHTS:
+        logger.warning("DINO_WEIGHTS is %r: the specialist starts random.", RANDOM_WEIGHTS)
+    else:
+        path = specialist_weights or os.environ.get("RSIB_CKPT", "")
+        if not path:
+            raise ValueError(
+                "No specialist (RSIB) weights: set MODEL.SEM_SEG_HEAD.DINO_WEIGHTS to the DINO "
+                "checkpoint (or the environment variable RSIB_CKPT), or start from a GSNet "
+                "checkpoint with MODEL.WEIGHTS."
+            )
+        load_specialist_weights(model.specialist, path)

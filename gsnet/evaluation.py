@@ -1,0 +1,194 @@
+"""Evaluation: Detectron2's semantic-segmentation metrics and the paper's results table.
+
+:class:`GSNetSemSegEvaluator` is Detectron2's ``SemSegEvaluator`` (mIoU, fwIoU, mACC, pACC,
+per-class IoU/ACC and boundary IoU over the metadata's ``stuff_classes``, ignoring the metadata's
+``ignore_label``; ground truth read at file resolution; classes without ground-truth pixels left
+out of mIoU and mACC) with a NumPy-2-safe ground-truth reader and clear errors for predictions
+or labels that do not fit the dataset. :func:`write_results_table` gathers the results of the
+four test sets into one table (mIoU per set and their mean), as the paper reports them.
+
+Shapes: a prediction is (C, H, W) scores with C <= the number of metadata classes (the model's
+vocabulary, len(class JSON), is a prefix of the metadata list) and H x W the ground-truth
+file's size.
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+
+import numpy as np
+from detectron2.evaluation import SemSegEvaluator
+from detectron2.utils.file_io import PathManager
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GSNetSemSegEvaluator", "load_label_map", "write_results_table"]
+
+# Summary metrics of Detectron2's sem_seg result dict, in table order.
+SUMMARY_METRICS = ("mIoU", "fwIoU", "mACC", "pACC")
+
+
+def load_label_map(filename, dtype=int):
+    """Read a label image as an (H, W) array of its raw values (palette indices for P mode).
+
+    Detectron2 0.7.2's default reader calls ``np.array(..., copy=False)``, which NumPy 2
+    rejects when a copy is needed; this reader always copies (the evaluator writes into it).
+    """
+    with PathManager.open(filename, "rb") as f:
+        return np.array(Image.open(f), dtype=dtype)
+
+
+class GSNetSemSegEvaluator(SemSegEvaluator):
+    """Detectron2's semantic-segmentation evaluator with checked inputs.
+
+    Besides the NumPy-2-safe reader, it checks every prediction's class count and size, and
+    every ground-truth file's values, and raises an error naming the file instead of a
+    broadcasting or index error from inside NumPy.
+    """
+
+    def __init__(self, dataset_name, distributed=True, output_dir=None):
+        """
+        Args:
+            dataset_name (str): a registered dataset with metadata ``stuff_classes`` and
+                ``ignore_label``.
+            distributed (bool): gather results from all ranks.
+            output_dir (str or None): where Detectron2 writes its prediction and metric dumps.
+        """
+        super().__init__(
+            dataset_name,
+            distributed=distributed,
+            output_dir=output_dir,
+            sem_seg_loading_fn=self._load_ground_truth,
+        )
+
+    def _load_ground_truth(self, filename, dtype=int):
+        label = load_label_map(filename, dtype=dtype)
+        if label.ndim != 2:
+            raise ValueError(
+                f"Ground truth {filename} has shape {label.shape}; it must be a single-channel "
+                "image of class indices."
+            )
+        values = np.unique(label)
+        outside = (values < 0) | (values >= self._num_classes)
+        bad = values[outside & (values != self._ignore_label)]
+        if bad.size:
+            raise ValueError(
+                f"Ground truth {filename} holds label values {bad.tolist()[:10]} that are neither "
+                f"a class index of dataset '{self._dataset_name}' (0..{self._num_classes - 1}) "
+                f"nor its ignore label {self._ignore_label}. Run tools/check_datasets.py."
+            )
+        return label
+
+    def process(self, inputs, outputs):
+        """
+        Args:
+            inputs (list[dict]): the model inputs; each has "file_name".
+            outputs (list[dict]): each has "sem_seg", a (C, H, W) score tensor at the
+                ground-truth file's resolution.
+        """
+        for input_dict, output in zip(inputs, outputs):
+            self._check_prediction(input_dict["file_name"], output["sem_seg"])
+        super().process(inputs, outputs)
+
+    def _check_prediction(self, file_name, scores):
+        if scores.dim() != 3:
+            raise ValueError(
+                f"Prediction for {file_name} has shape {tuple(scores.shape)}; expected "
+                "(C, H, W) class scores."
+            )
+        if scores.shape[0] > self._num_classes:
+            raise ValueError(
+                f"Prediction for {file_name} has {scores.shape[0]} class channels but dataset "
+                f"'{self._dataset_name}' has {self._num_classes} classes; evaluate with the "
+                "dataset's own class JSON (its metadata 'class_json')."
+            )
+        gt_file = self.input_file_to_gt_file[file_name]
+        with PathManager.open(gt_file, "rb") as f:
+            gt_width, gt_height = Image.open(f).size
+        if tuple(scores.shape[1:]) != (gt_height, gt_width):
+            raise ValueError(
+                f"Prediction for {file_name} is {scores.shape[2]} x {scores.shape[1]} (W x H) "
+                f"but its ground truth {gt_file} is {gt_width} x {gt_height}; predictions must "
+                "be resized to the file's resolution."
+            )
+
+
+def _check_results(results):
+    """Raise a clear error unless ``results`` maps dataset names to sem_seg result dicts."""
+    if not isinstance(results, dict) or not results:
+        raise ValueError(
+            "write_results_table needs a non-empty dict {dataset_name: {'sem_seg': {...}}}, "
+            f"got {type(results).__name__} {results!r:.100}."
+        )
+    if "sem_seg" in results:
+        raise ValueError(
+            "write_results_table got one dataset's result ({'sem_seg': ...}); Detectron2 "
+            "unwraps the result of a single test set: pass {dataset_name: result}."
+        )
+    for name, result in results.items():
+        metrics = result.get("sem_seg") if isinstance(result, dict) else None
+        if not isinstance(metrics, dict):
+            raise ValueError(
+                f"Result of dataset '{name}' has no 'sem_seg' dict (got {result!r:.100}); pass "
+                "the dicts returned by GSNetSemSegEvaluator.evaluate()."
+            )
+        missing = [key for key in SUMMARY_METRICS if key not in metrics]
+        if missing:
+            raise ValueError(
+                f"Result of dataset '{name}' lacks {missing}; expected Detectron2's sem_seg "
+                f"metrics {list(SUMMARY_METRICS)}."
+            )
+
+
+def _json_safe(value):
+    """NaN (a class without ground truth) -> None, so that results.json is valid JSON."""
+    if isinstance(value, dict):
+        return {key: _json_safe(v) for key, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_results_table(results, output_dir):
+    """Log and save the results of several test sets as one table.
+
+    Args:
+        results (dict): {dataset_name: {"sem_seg": {"mIoU", "fwIoU", "mACC", "pACC",
+            "IoU-<class>", ...}}}, as returned by Detectron2's inference for several test sets.
+        output_dir (str): receives results.json (every metric), results.csv and results.md
+            (the summary table); created if needed.
+
+    Returns:
+        str: the summary table (markdown): one row per test set and a "mean" row.
+    """
+    _check_results(results)
+    rows = [
+        [name] + [float(result["sem_seg"][key]) for key in SUMMARY_METRICS]
+        for name, result in results.items()
+    ]
+    mean = [float(np.mean([row[i + 1] for row in rows])) for i in range(len(SUMMARY_METRICS))]
+    rows.append(["mean", *mean])
+
+    header = ["dataset", *SUMMARY_METRICS]
+    table = "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "| " + " | ".join(["---"] + ["---:"] * len(SUMMARY_METRICS)) + " |",
+        ]
+        + ["| " + " | ".join([row[0]] + [f"{v:.2f}" for v in row[1:]]) + " |" for row in rows]
+    )
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump(_json_safe(dict(results)), f, indent=2)
+    with open(os.path.join(output_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([row[0]] + [f"{v:.4f}" for v in row[1:]] for row in rows)
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    logger.info("Results (%%), written to %s:\n%s", output_dir, table)
+    return table

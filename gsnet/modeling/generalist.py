@@ -1,0 +1,248 @@
+"""The generalist stream: CLIP (open_clip) wrapped for GSNet.
+
+Shapes: B images, L tokens, E CLIP width (768 for ViT-B/16), D joint embedding (512),
+H x W the token grid (24 x 24 at the paper's 384 x 384 input).
+
+What the wrapper changes with respect to open_clip's CLIP (each reproduces the published code):
+- every attention block holds separate q/k/v projection weights (``SplitQKVAttention``), so the
+  "attention" fine-tuning mode trains the query and value weights alone;
+- the positional grid is resized with plain bicubic interpolation (no antialiasing);
+- the last image block runs in CAT-Seg's "dense" mode: value projection, output projection, the
+  CLS token's block input as residual, then the MLP, so every token keeps its own content;
+- ln_post and the projection apply to every token;
+- the raw outputs of two intermediate blocks are returned as named features.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["CLIP_ARCHITECTURES", "GeneralistEncoder", "SplitQKVAttention", "build_clip"]
+
+# Named CLIP architectures: open_clip model configs (QuickGELU, as OpenAI's weights use). "toy"
+# is a narrow CLIP for the tests and the toy default (same code paths, random weights).
+CLIP_ARCHITECTURES = {
+    "ViT-B/16": {
+        "open_clip_name": "ViT-B-16-quickgelu",
+        "embed_dim": 512,
+        "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 512,
+            "heads": 8,
+            "layers": 12,
+        },
+    },
+    "ViT-L/14@336px": {
+        "open_clip_name": "ViT-L-14-336-quickgelu",
+        "embed_dim": 768,
+        "vision_cfg": {"image_size": 336, "layers": 24, "width": 1024, "patch_size": 14},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 768,
+            "heads": 12,
+            "layers": 12,
+        },
+    },
+    "toy": {
+        "open_clip_name": None,
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 64,
+            "layers": 6,
+            "width": 64,
+            "patch_size": 16,
+            "head_width": 32,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
+    },
+}
+
+
+class SplitQKVAttention(nn.Module):
+    """Multi-head self-attention with separate q, k and v projection weights.
+
+    Drop-in for the ``nn.MultiheadAttention`` of open_clip's blocks (batch-first, same call
+    signature), with the parameter names of the published checkpoint: ``q_proj_weight``,
+    ``k_proj_weight``, ``v_proj_weight``, ``in_proj_bias`` (packed q|k|v) and ``out_proj``.
+    Separate weights matter for training: with one packed weight, AdamW's decoupled weight
+    decay would still move the frozen key rows.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    @classmethod
+    def from_packed(cls, attn: nn.MultiheadAttention) -> "SplitQKVAttention":
+        """Split an ``nn.MultiheadAttention``'s packed in-projection into q/k/v parameters."""
+        split = cls(attn.embed_dim, attn.num_heads)
+        q, k, v = attn.in_proj_weight.detach().chunk(3, dim=0)
+        with torch.no_grad():
+            split.q_proj_weight.copy_(q)
+            split.k_proj_weight.copy_(k)
+            split.v_proj_weight.copy_(v)
+            split.in_proj_bias.copy_(attn.in_proj_bias)
+            split.out_proj.load_state_dict(attn.out_proj.state_dict())
+        return split
+
+    def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None):
+        """(B, L, E) -> ((B, L, E), None); ``key``/``value`` must be the query (self-attention)."""
+        B, L, E = query.shape
+        weight = torch.cat([self.q_proj_weight, self.k_proj_weight, self.v_proj_weight])
+        qkv = F.linear(query, weight, self.in_proj_bias)
+        qkv = qkv.view(B, L, 3, self.num_heads, E // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+        out = out.transpose(1, 2).reshape(B, L, E)
+        return self.out_proj(out), None
+
+    def value_projection(self, x):
+        """The value projection alone (the dense block needs nothing else): (..., E)."""
+        return F.linear(x, self.v_proj_weight, self.in_proj_bias[2 * self.embed_dim :])
+
+
+def build_clip(arch: str) -> nn.Module:
+    """An open_clip CLIP of a named architecture, random weights, attention split into q/k/v."""
+    import open_clip
+
+    if arch not in CLIP_ARCHITECTURES:
+        raise ValueError(
+            f"Unknown CLIP architecture {arch!r} (MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED); "
+            f"choose one of {sorted(CLIP_ARCHITECTURES)}."
+        )
+    spec = CLIP_ARCHITECTURES[arch]
+    clip = open_clip.model.CLIP(
+        embed_dim=spec["embed_dim"],
+        vision_cfg=spec["vision_cfg"],
+        text_cfg=spec["text_cfg"],
+        quick_gelu=True,
+    )
+    for tower in (clip.visual.transformer, clip.transformer):
+        for block in tower.resblocks:
+            block.attn = SplitQKVAttention.from_packed(block.attn)
+    return clip
+
+
+class GeneralistEncoder(nn.Module):
+    """CLIP image tower -> dense joint-space features + decoder guidance; CLIP text tower.
+
+    The whole CLIP model lives in ``self.clip`` (its parameters are the "CLIP parameters" of the
+    optimizer's CLIP_MULTIPLIER); ``guidance_upsample`` holds GSNet's own transposed
+    convolutions that turn the two intermediate block outputs into decoder guidance.
+    """
+
+    def __init__(
+        self,
+        *,
+        arch: str,
+        feature_resolution: tuple[int, int],
+        guidance_channels: tuple[int, int],
+    ):
+        """
+        Args:
+            arch: a key of ``CLIP_ARCHITECTURES``.
+            feature_resolution: token grid (H, W) the image is encoded at; the input size is
+                this grid times the patch size (24 x 16 = 384 in the paper).
+            guidance_channels: output channels of the two decoder-guidance upsamplers (the
+                first at 2x, the second at 4x the token grid); 0 leaves that guidance out.
+        """
+        super().__init__()
+        self.arch = arch
+        self.clip = build_clip(arch)
+        visual = self.clip.visual
+        self.width = visual.transformer.width
+        self.embed_dim = visual.proj.shape[1]
+        self.patch_size = visual.conv1.kernel_size[0]
+        self.feature_resolution = tuple(feature_resolution)
+        self.input_size = tuple(g * self.patch_size for g in self.feature_resolution)
+        depth = len(visual.transformer.resblocks)
+        # Blocks 3 and 7 of 12 (7 and 15 of 24): a third and two thirds of the depth.
+        self.guidance_blocks = (depth // 3 - 1, 2 * depth // 3 - 1)
+        self.guidance_upsample = nn.ModuleList(
+            nn.ConvTranspose2d(self.width, channels, kernel_size=2 * (i + 1), stride=2 * (i + 1))
+            if channels
+            else None
+            for i, channels in enumerate(guidance_channels)
+        )
+        self.guidance_channels = tuple(guidance_channels)
+
+    def positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The positional embedding for a token grid: (1 + H*W, E).
+
+        The pretraining grid is resized with F.interpolate bicubic, no antialiasing, target given
+        as a size (open_clip's own resize antialiases, which changes the numbers).
+        """
+        pos = self.clip.visual.positional_embedding
+        side = int(round((pos.shape[0] - 1) ** 0.5))
+        if (side, side) == tuple(grid):
+            return pos
+        patch_pos = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([pos[:1], patch_pos.flatten(2)[0].T], dim=0)
+
+    def _dense_block(self, block, x):
+        """CAT-Seg's dense last block: every token sees only itself.
+
+        v = out_proj(value_proj(ln_1(x))) + x_cls, then v + mlp(ln_2(v)).
+        """
+        attn = block.attn
+        y = block.ls_1(attn.out_proj(attn.value_projection(block.ln_1(x)))) + x[:, :1]
+        if attn.q_proj_weight.requires_grad and torch.is_grad_enabled():
+            # The published block computed (and discarded) the query projection, so the query
+            # weight got a zero gradient and, with it, AdamW's weight decay. Keep that update
+            # without computing the projection: this adds exactly 0.
+            y = y + 0.0 * attn.q_proj_weight.sum()
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+    def forward(self, images: torch.Tensor) -> dict[str, object]:
+        """
+        Args:
+            images: (B, 3, H * patch, W * patch), CLIP-normalised.
+        Returns:
+            dict with "dense": (B, D, H, W) joint-space features of every patch, and "guidance":
+            a list of two decoder-guidance maps, (B, C0, 2H, 2W) and (B, C1, 4H, 4W) (None where
+            disabled).
+        """
+        visual = self.clip.visual
+        x = visual.conv1(images)
+        B, E, H, W = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(B, 1, E)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding((H, W)).to(x.dtype)
+        x = visual.ln_pre(x)
+
+        blocks = visual.transformer.resblocks
+        intermediate = {}
+        for index, block in enumerate(blocks[:-1]):
+            x = block(x)
+            if index in self.guidance_blocks:
+                intermediate[index] = x
+        x = self._dense_block(blocks[-1], x)
+        x = visual.ln_post(x) @ visual.proj
+
+        def grid(tokens):
+            return tokens[:, 1:].transpose(1, 2).reshape(B, -1, H, W)
+
+        guidance = [
+            up(grid(intermediate[index])) if up is not None else None
+            for up, index in zip(self.guidance_upsample, self.guidance_blocks)
+        ]
+        return {"dense": grid(x), "guidance": guidance}
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, 77) token ids -> (N, D) text embeddings (not normalised)."""
+        return self.clip.encode_text(tokens)

@@ -1,0 +1,67 @@
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gsnet.modeling.generalist import GeneralistEncoder, SplitQKVAttention
+
+
+def test_split_qkv_equals_packed_attention():
+    torch.manual_seed(0)
+    packed = nn.MultiheadAttention(32, 4, batch_first=True)
+    nn.init.normal_(packed.in_proj_bias)
+    split = SplitQKVAttention.from_packed(packed)
+    x = torch.randn(2, 7, 32)
+    mask = torch.full((7, 7), float("-inf")).triu(1)
+    expected, _ = packed(x, x, x, need_weights=False, attn_mask=mask)
+    actual, _ = split(x, x, x, need_weights=False, attn_mask=mask)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-5)
+    names = {name for name, _ in split.named_parameters()}
+    assert {"q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias"} <= names
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(8, 4))
+
+
+def test_output_shapes_and_guidance_blocks():
+    encoder = _encoder()
+    assert encoder.input_size == (64, 64)
+    assert encoder.guidance_blocks == (1, 3)  # a third and two thirds of 6 blocks
+    out = encoder(torch.randn(2, 3, 64, 64))
+    assert out["dense"].shape == (2, encoder.embed_dim, 4, 4)
+    assert out["guidance"][0].shape == (2, 8, 8, 8)
+    assert out["guidance"][1].shape == (2, 4, 16, 16)
+
+
+def test_dense_last_block_matches_direct_computation():
+    encoder = _encoder()
+    block = encoder.clip.visual.transformer.resblocks[-1]
+    x = torch.randn(2, 17, encoder.width)
+    attn = block.attn
+    e = encoder.width
+    v = F.linear(block.ln_1(x), attn.v_proj_weight, attn.in_proj_bias[2 * e :])
+    y = F.linear(v, attn.out_proj.weight, attn.out_proj.bias) + x[:, :1]
+    expected = y + block.mlp(block.ln_2(y))
+    torch.testing.assert_close(encoder._dense_block(block, x), expected)
+
+
+def test_positional_embedding_resize_is_plain_bicubic():
+    encoder = _encoder()
+    pos = encoder.clip.visual.positional_embedding  # 4 x 4 pretraining grid (+ CLS)
+    resized = encoder.positional_embedding((6, 6))
+    grid = pos[1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False)
+    assert resized.shape == (37, pos.shape[1])
+    torch.testing.assert_close(resized[0], pos[0])
+    torch.testing.assert_close(resized[1:], expected.flatten(2)[0].T)
+    assert encoder.positional_embedding((4, 4)) is pos
+
+
+def test_dense_query_weight_gets_zero_gradient():
+    # As in the published code: the dense block's query weight gets a zero (not missing)
+    # gradient, so AdamW still applies its weight decay.
+    encoder = _encoder()
+    encoder(torch.randn(1, 3, 64, 64))["dense"].sum().backward()
+    q_grad = encoder.clip.visual.transformer.resblocks[-1].attn.q_proj_weight.grad
+    assert q_grad is not None and torch.count_nonzero(q_grad) == 0

@@ -1,0 +1,144 @@
+import glob
+import os
+
+import pytest
+from detectron2.config import get_cfg
+from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
+
+import gsnet  # noqa: F401  (registrations)
+from gsnet import add_gsnet_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The keys and values of the published GSNet YAML (configs/vitb_384.yaml of the published code):
+# the interface users already type must keep loading.
+PUBLISHED_VITB_384 = """
+MODEL:
+  META_ARCHITECTURE: "GSNet"
+  PIXEL_MEAN: [123.675, 116.280, 103.530]
+  PIXEL_STD: [58.395, 57.120, 57.375]
+  SEM_SEG_HEAD:
+    NAME: "GSNetHead"
+    IN_FEATURES: ["res2", "res3", "res4"]
+    IGNORE_VALUE: 255
+    NUM_CLASSES: 40
+    TRAIN_CLASS_JSON: "datasets/landdiscover.json"
+    TEST_CLASS_JSON: "datasets/potsdam.json"
+    CLIP_PRETRAINED: "ViT-B/16"
+    PROMPT_DEPTH: 0
+    PROMPT_LENGTH: 0
+    TEXT_GUIDANCE_DIM: 512
+    TEXT_GUIDANCE_PROJ_DIM: 128
+    APPEARANCE_GUIDANCE_DIM: 512
+    APPEARANCE_GUIDANCE_PROJ_DIM: 128
+    DECODER_DIMS: [64, 32]
+    DECODER_GUIDANCE_DIMS: [256, 128]
+    DECODER_GUIDANCE_PROJ_DIMS: [32, 16]
+    USE_CLIP_CORR: True
+    USE_DINO_CORR: True
+    FUSION_TYPE: "query_guided"
+    DECODER_CLIP_GUIDANCE_DIMS: [256,128]
+    DECODER_CLIP_GUIDANCE_PROJ_DIMS: [32,16]
+    DECODER_DINO_GUIDANCE_DIMS: [256,128]
+    DECODER_DINO_GUIDANCE_PROJ_DIMS: [32,16]
+    NUM_LAYERS: 2
+    NUM_HEADS: 4
+    HIDDEN_DIMS: 128
+    POOLING_SIZES: [2, 2]
+    FEATURE_RESOLUTION: [24, 24]
+    WINDOW_SIZES: 12
+    ATTENTION_TYPE: "linear"
+    CLIP_FINETUNE: "attention"
+    DINO_FINETUNE: "freeze"
+    DINO_WEIGHTS: ""
+  PROMPT_ENSEMBLE_TYPE: "single"
+  CLIP_PIXEL_MEAN: [122.7709383, 116.7460125, 104.09373615]
+INPUT:
+  MIN_SIZE_TRAIN: (384, )
+  MIN_SIZE_TRAIN_SAMPLING: "choice"
+  MIN_SIZE_TEST: 640
+  CROP:
+    ENABLED: True
+    TYPE: "absolute"
+    SIZE: (384, 384)
+    SINGLE_CATEGORY_MAX_AREA: 1.0
+  COLOR_AUG_SSD: True
+  SIZE_DIVISIBILITY: 384
+  FORMAT: "RGB"
+  DATASET_MAPPER_NAME: "mask_former_semantic"
+DATASETS:
+  TRAIN: ("LandDiscover_50K",)
+  TEST: ("potsdam_all",)
+SOLVER:
+  IMS_PER_BATCH: 4
+  LR_SCHEDULER_NAME: WarmupCosineLR
+  BASE_LR: 0.0002
+  MAX_ITER: 30000
+  BACKBONE_MULTIPLIER: 0.0
+  CLIP_MULTIPLIER: 0.01
+  OPTIMIZER: "ADAMW"
+  WEIGHT_DECAY_EMBED: 0.0
+  CLIP_GRADIENTS:
+    ENABLED: True
+    CLIP_TYPE: "full_model"
+    CLIP_VALUE: 0.01
+    NORM_TYPE: 2.0
+TEST:
+  EVAL_PERIOD: 5000
+  SLIDING_WINDOW: False
+VERSION: 2
+"""
+
+
+def _cfg():
+    cfg = get_cfg()
+    add_gsnet_config(cfg)
+    return cfg
+
+
+def test_project_entries_are_registered():
+    assert "GSNet" in META_ARCH_REGISTRY
+    assert "GSNetHead" in SEM_SEG_HEADS_REGISTRY
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml"))),
+    ids=os.path.basename,
+)
+def test_every_config_loads(path):
+    cfg = _cfg()
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.META_ARCHITECTURE == "GSNet"
+
+
+def test_paper_config_is_the_whole_experiment():
+    cfg = _cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    head = cfg.MODEL.SEM_SEG_HEAD
+    assert (head.IGNORE_VALUE, head.NUM_CLASSES) == (0, 40)
+    assert cfg.DATASETS.TRAIN == ("LandDiscover_50K",)
+    assert (head.NUM_LAYERS, list(head.POOLING_SIZES)) == (2, [2, 2])
+    assert cfg.SOLVER.MAX_ITER == 30000 and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 0.01
+
+
+def test_published_yaml_and_overrides_load(tmp_path):
+    path = tmp_path / "published.yaml"
+    path.write_text(PUBLISHED_VITB_384)
+    cfg = _cfg()
+    cfg.merge_from_file(str(path))
+    # The published scripts' overrides.
+    cfg.merge_from_list(
+        [
+            "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+            "0",
+            "TEST.SLIDING_WINDOW",
+            "True",
+            "MODEL.SEM_SEG_HEAD.POOLING_SIZES",
+            "[1,1]",
+            "DATASETS.TEST",
+            '("FloodNet",)',
+        ]
+    )
+    assert cfg.TEST.SLIDING_WINDOW and list(cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES) == [1, 1]
+    assert cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 0
