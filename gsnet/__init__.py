@@ -8,7 +8,8 @@ from . import data, modeling  # noqa: F401  (registrations)
 from .checkpoint import GSNetCheckpointer
 from .config import add_gsnet_config
 from .gsnet_model import GSNet
+from .predictor import Predictor
 
 __version__ = "0.1.0"
 
-__all__ = ["GSNet", "GSNetCheckpointer", "add_gsnet_config"]
+__all__ = ["GSNet", "GSNetCheckpointer", "Predictor", "add_gsnet_config"]
