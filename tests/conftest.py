@@ -7,6 +7,8 @@ import torch
 from detectron2.config import get_cfg
 
 from gsnet import add_gsnet_config
+from gsnet.data.datasets import dataset_root_from_env, register_gsnet_datasets
+from gsnet.data.toy_datasets import make_toy_datasets
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,3 +50,19 @@ def make_toy_model():
 def toy_model():
     """A shared toy GSNet in eval mode (tests must not modify it)."""
     return _toy_model().eval()
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory):
+    """The five toy datasets, written once per session (do not modify them)."""
+    root = tmp_path_factory.mktemp("toy_datasets")
+    make_toy_datasets(root, num_train=6, num_test=3, image_size=32)
+    return root
+
+
+@pytest.fixture
+def register_root():
+    """Call with a root to register the five datasets under it; the default root is restored
+    after the test."""
+    yield register_gsnet_datasets
+    register_gsnet_datasets(dataset_root_from_env())

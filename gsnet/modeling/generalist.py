@@ -201,11 +201,13 @@ class GeneralistEncoder(nn.Module):
         """
         attn = block.attn
         y = block.ls_1(attn.out_proj(attn.value_projection(block.ln_1(x)))) + x[:, :1]
-        if attn.q_proj_weight.requires_grad and torch.is_grad_enabled():
-            # The published block computed (and discarded) the query projection, so the query
-            # weight got a zero gradient and, with it, AdamW's weight decay. Keep that update
-            # without computing the projection: this adds exactly 0.
-            y = y + 0.0 * attn.q_proj_weight.sum()
+        unused = [w for w in (attn.q_proj_weight, attn.k_proj_weight) if w.requires_grad]
+        if unused and torch.is_grad_enabled():
+            # The published block computed (and discarded) the query and key projections, so
+            # their trainable weights got zero gradients and, with them, AdamW's weight decay
+            # (and DistributedDataParallel sees every trainable parameter used). Keep that
+            # without computing the projections: this adds exactly 0.
+            y = y + 0.0 * sum(w.sum() for w in unused)
         return y + block.ls_2(block.mlp(block.ln_2(y)))
 
     def forward(self, images: torch.Tensor) -> dict[str, object]:
