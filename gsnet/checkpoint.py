@@ -4,14 +4,22 @@ the pretrained encoders (CLIP and the remote-sensing specialist) used when train
 The released GSNet checkpoint (a Detectron2 checkpoint whose "model" entry is the published
 module tree's state dict) loads unchanged: ``GSNetCheckpointer`` renames its keys with
 ``RELEASED_KEY_RENAMES``, the same table that ``tools/convert_checkpoint.py`` uses.
+
+Checkpoints are written crash-safely: a run killed at any moment (even while writing) leaves
+``last_checkpoint`` naming a complete file (see :func:`write_file_atomically`).
 """
 
+import errno
+import glob
 import logging
 import os
 import re
+import secrets
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from .errors import CheckpointWriteError, ConfigError, InputFileError
 
 __all__ = [
     "RELEASED_KEY_RENAMES",
@@ -21,6 +29,7 @@ __all__ = [
     "load_clip_weights",
     "load_pretrained_encoders",
     "load_specialist_weights",
+    "write_file_atomically",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,45 @@ RELEASED_DERIVED_KEYS = re.compile(r"\.attn_mask$")
 _RELEASED_MARKERS = ("sem_seg_head.predictor.", "dino_model.")
 # The value of CLIP_WEIGHTS / DINO_WEIGHTS that asks for random initialisation (toy runs).
 RANDOM_WEIGHTS = "random"
+# Suffix of the temporary files that checkpoints are written to before being renamed.
+PARTIAL_SUFFIX = ".partial"
+
+
+def write_file_atomically(path, write):
+    """Write a file so that ``path`` holds either its old content or the complete new one.
+
+    The content goes to a temporary file in the same folder, which is flushed, fsync'ed and
+    renamed over ``path`` (``os.replace``, atomic on POSIX); the folder is then fsync'ed so that
+    the rename survives a power loss. On any error the temporary file is removed.
+
+    Args:
+        path (str): the file to write.
+        write (callable): ``write(f)`` writes the content to the binary file object ``f``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(
+        folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    )
+    # os.open rather than tempfile.mkstemp: the file gets the umask's permissions, not 0600.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    try:
+        folder_descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_descriptor)
+        finally:
+            os.close(folder_descriptor)
+    except OSError:  # some file systems cannot fsync a folder; the rename is done regardless
+        pass
 
 
 def is_released_layout(state_dict) -> bool:
@@ -93,9 +141,119 @@ def convert_released_state_dict(state_dict):
     return converted
 
 
+def _describe_load_error(error):
+    """One line on why ``torch.load`` failed (its weights_only refusal is a page of text)."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        return f"torch.load(weights_only=True) refused it ({match.group(1) if match else text})"
+    return f"{type(error).__name__}: {text.splitlines()[0].rstrip('.') if text else ''}"
+
+
 class GSNetCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer that also reads released (published-layout) GSNet files and
-    refuses checkpoints that do not fit the model, listing missing and unexpected keys."""
+    """Detectron2's checkpointer that also reads released (published-layout) GSNet files, refuses
+    checkpoints that do not fit the model (listing missing and unexpected keys), names a missing
+    or unreadable file, and writes checkpoints crash-safely: ``<name>.pth`` and then
+    ``last_checkpoint`` are each replaced atomically, so ``last_checkpoint`` always names a
+    complete file, and a failed write (e.g. a full disk) leaves the earlier checkpoints as
+    they were."""
+
+    def save(self, name, **kwargs):
+        """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``) atomically, then
+        point ``last_checkpoint`` at it.
+
+        Raises:
+            CheckpointWriteError: the file could not be written; nothing was changed.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, checkpointable in self.checkpointables.items():
+            data[key] = checkpointable.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        self._write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        """Point ``<save_dir>/last_checkpoint`` at a checkpoint file, atomically."""
+        last_checkpoint = os.path.join(self.save_dir, "last_checkpoint")
+        self._write(last_checkpoint, lambda f: f.write(last_filename_basename.encode()))
+
+    def _write(self, path, write):
+        try:
+            write_file_atomically(path, write)
+        except OSError as error:
+            previous = self.get_checkpoint_file() if self.has_checkpoint() else None
+            kept = (
+                f"the previous checkpoint {previous} and last_checkpoint are unchanged"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            if error.errno == errno.ENOSPC:
+                raise CheckpointWriteError(
+                    f"Disk full: could not write {path} ({error.strerror}). The partial file was "
+                    f"removed; {kept}. Free space in {self.save_dir} (or use another OUTPUT_DIR) "
+                    "and rerun the same command with --resume."
+                ) from error
+            raise CheckpointWriteError(
+                f"Could not write {path}: {error.strerror or error}. The partial file was "
+                f"removed; {kept}. Make {self.save_dir} writable and rerun the same command "
+                "with --resume."
+            ) from error
+
+    def remove_partial_files(self):
+        """Delete the temporary files of checkpoint writes that a killed run left behind."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        for path in glob.glob(os.path.join(glob.escape(self.save_dir), f".*{PARTIAL_SUFFIX}")):
+            self.logger.info("Removing %s, left by an interrupted checkpoint write.", path)
+            os.remove(path)
+
+    def resume_or_load(self, path, *, resume=True):
+        """Detectron2's resume_or_load, with a clear error when ``last_checkpoint`` or ``path``
+        (MODEL.WEIGHTS) names a file that does not exist."""
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            if not os.path.isfile(last):
+                raise InputFileError(
+                    f"{os.path.join(self.save_dir, 'last_checkpoint')} names {last}, which does "
+                    "not exist. Write the name of an existing checkpoint of "
+                    f"{self.save_dir} (e.g. model_0004999.pth) into last_checkpoint, or delete "
+                    "last_checkpoint to start afresh."
+                )
+        elif path and "://" not in path and not os.path.isfile(path):
+            raise InputFileError(
+                f"Weights file not found: {path} (MODEL.WEIGHTS). Give the path of a GSNet "
+                "checkpoint (.pth); the released model or a model_*.pth of a training run."
+            )
+        return super().resume_or_load(path, resume=resume)
+
+    def load(self, path, *args, **kwargs):
+        """Detectron2's load; the file being read is kept for error messages."""
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+
+    def _torch_load(self, f):
+        try:
+            checkpoint = super()._torch_load(f)
+        except Exception as error:
+            raise InputFileError(
+                f"Cannot read checkpoint {f}: {_describe_load_error(error)}. The file is "
+                "truncated or corrupt (e.g. an interrupted copy or download) or not a PyTorch "
+                "checkpoint: copy it again, or resume from an earlier checkpoint."
+            ) from error
+        if not isinstance(checkpoint, dict):
+            raise InputFileError(
+                f"Checkpoint {f} holds a {type(checkpoint).__name__}, not a checkpoint dict "
+                "(a state dict, or a dict with a 'model' entry)."
+            )
+        return checkpoint
 
     def _load_model(self, checkpoint):
         state_dict = checkpoint["model"]
@@ -111,8 +269,9 @@ class GSNetCheckpointer(DetectionCheckpointer):
             if tuple(state_dict[k].shape) != tuple(model_state[k].shape)
         ]
         if missing or unexpected or mismatched:
-            raise ValueError(
-                "The checkpoint does not fit this model (another architecture or config?).\n"
+            raise InputFileError(
+                f"Checkpoint {self._loading} does not fit this model (another architecture or "
+                "config?).\n"
                 f"  missing keys ({len(missing)}): {missing[:10]}\n"
                 f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
                 f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}\n"
@@ -124,11 +283,14 @@ class GSNetCheckpointer(DetectionCheckpointer):
 
 def _read_file(path, what):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}. Check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ValueError(f"{what} {path} is not a readable PyTorch file: {error}") from error
+        raise InputFileError(
+            f"{what} {path} is not a readable PyTorch file ({_describe_load_error(error)}): "
+            "it is truncated or corrupt (copy or download it again), or not a weight file."
+        ) from error
 
 
 # Parameters that the published CLIP loader rounded through fp16 (OpenAI's convert_weights).
@@ -144,13 +306,18 @@ def clip_state_dict_from_source(source: str, open_clip_name: str | None):
         try:
             return torch.jit.load(source, map_location="cpu").state_dict()
         except RuntimeError:
-            state = _read_file(source, "CLIP weight file")
+            state = _read_file(source, "CLIP weight file (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)")
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             if not isinstance(state, dict):
                 raise ValueError(f"CLIP weight file {source} holds no state dict") from None
             return {k.removeprefix("module."): v for k, v in state.items()}
+    if os.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise InputFileError(
+            f"CLIP weight file not found: {source} (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS). Give an "
+            "existing file, an open_clip pretrained tag such as 'openai', or 'random'."
+        )
     if open_clip_name is None:
-        raise ValueError(
+        raise ConfigError(
             f"CLIP weights {source!r}: not a file, and this CLIP architecture has no open_clip "
             "pretrained tags. Give MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS as a file path or 'random'."
         )
@@ -159,7 +326,7 @@ def clip_state_dict_from_source(source: str, open_clip_name: str | None):
     try:
         model = open_clip.create_model(open_clip_name, pretrained=source)
     except Exception as error:
-        raise RuntimeError(
+        raise ConfigError(
             f"Could not get CLIP weights {open_clip_name!r} / {source!r} through open_clip "
             f"({error}). Without internet, download OpenAI's ViT-B-16.pt elsewhere and set "
             "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS to its path."
@@ -194,7 +361,7 @@ def load_specialist_weights(specialist, path: str):
     """Load a DINO-style checkpoint into ``specialist.vit``: an optional "teacher" entry, and
     "module."/"backbone." prefixes are stripped; DINO's projection head is ignored; every
     backbone key must be present."""
-    state = _read_file(path, "Specialist (RSIB) weight file")
+    state = _read_file(path, "Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)")
     if isinstance(state, dict) and "teacher" in state:
         state = state["teacher"]
     if not isinstance(state, dict):

@@ -23,6 +23,8 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from .errors import InputFileError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["GSNetSemSegEvaluator", "load_label_map", "write_results_table"]
@@ -31,14 +33,38 @@ __all__ = ["GSNetSemSegEvaluator", "load_label_map", "write_results_table"]
 SUMMARY_METRICS = ("mIoU", "fwIoU", "mACC", "pACC")
 
 
+def _read_label_error(filename, error):
+    return InputFileError(
+        f"Cannot read ground-truth label {filename}: {type(error).__name__}: {error}. The file "
+        "is missing, truncated, corrupt or not an image: replace it. python "
+        "tools/check_datasets.py lists every such file of a dataset."
+    )
+
+
 def load_label_map(filename, dtype=int):
     """Read a label image as an (H, W) array of its raw values (palette indices for P mode).
 
     Detectron2 0.7.2's default reader calls ``np.array(..., copy=False)``, which NumPy 2
     rejects when a copy is needed; this reader always copies (the evaluator writes into it).
+
+    Raises:
+        InputFileError: the file cannot be read (PIL raises OSError, SyntaxError,
+            DecompressionBombError, ... depending on the damage).
     """
-    with PathManager.open(filename, "rb") as f:
-        return np.array(Image.open(f), dtype=dtype)
+    try:
+        with PathManager.open(filename, "rb") as f:
+            return np.array(Image.open(f), dtype=dtype)
+    except Exception as error:
+        raise _read_label_error(filename, error) from error
+
+
+def _label_size(filename):
+    """(width, height) of a label file, from its header."""
+    try:
+        with PathManager.open(filename, "rb") as f:
+            return Image.open(f).size
+    except Exception as error:
+        raise _read_label_error(filename, error) from error
 
 
 class GSNetSemSegEvaluator(SemSegEvaluator):
@@ -106,8 +132,7 @@ class GSNetSemSegEvaluator(SemSegEvaluator):
                 "dataset's own class JSON (its metadata 'class_json')."
             )
         gt_file = self.input_file_to_gt_file[file_name]
-        with PathManager.open(gt_file, "rb") as f:
-            gt_width, gt_height = Image.open(f).size
+        gt_width, gt_height = _label_size(gt_file)
         if tuple(scores.shape[1:]) != (gt_height, gt_width):
             raise ValueError(
                 f"Prediction for {file_name} is {scores.shape[2]} x {scores.shape[1]} (W x H) "

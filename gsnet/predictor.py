@@ -239,7 +239,9 @@ def read_image(path):
             image = RasterImage(pixels=_read_with_pillow(path), path=path)
         else:
             image = _read_with_rasterio(path)
-    except (OSError, RasterioError, ValueError) as error:
+    except (OSError, RasterioError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # PIL raises SyntaxError for some broken PNG chunks, DecompressionBombError for images
+        # too large to be anything but an attack.
         raise ImageReadError(f"Cannot read image {path}: {error}") from None
     height, width = image.pixels.shape[:2]
     if height == 0 or width == 0:

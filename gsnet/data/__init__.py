@@ -1,18 +1,22 @@
-"""GSNet's data: class-name files, the five registered datasets, the training mapper.
+"""GSNet's data: class-name files, the five registered datasets, the mappers and the resumable
+training stream.
 
 Importing this package registers LandDiscover_50K, FloodNet, FLAIR_test, FAST_val and
 potsdam_all under ``$DETECTRON2_DATASETS`` (default ``datasets``).
 """
 
 from .class_names import CLASS_JSON_DIR, load_class_names, resolve_config_path
-from .dataset_mapper import GSNetSemanticDatasetMapper
+from .dataset_mapper import GSNetSemanticDatasetMapper, GSNetTestDatasetMapper
 from .datasets import GSNET_DATASETS, get_dataset_spec, register_gsnet_datasets
+from .sampling import ResumableTrainLoader
 from .toy_datasets import make_toy_datasets
 
 __all__ = [
     "CLASS_JSON_DIR",
     "GSNET_DATASETS",
     "GSNetSemanticDatasetMapper",
+    "GSNetTestDatasetMapper",
+    "ResumableTrainLoader",
     "get_dataset_spec",
     "load_class_names",
     "make_toy_datasets",

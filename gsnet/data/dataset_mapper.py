@@ -1,8 +1,11 @@
-"""Training data path: a dataset dict -> an augmented, padded ``{"image", "sem_seg"}`` sample.
+"""Data path: a dataset dict -> an augmented, padded ``{"image", "sem_seg"}`` training sample,
+or a resized ``{"image"}`` test sample.
 
-Follows Mask2Former's semantic-segmentation dataset mapper (used by CAT-Seg and the published
-GSNet), without the per-class instance masks, which GSNet never reads. Test-time mapping is
-Detectron2's standard ``DatasetMapper(cfg, is_train=False)``.
+The training mapper follows Mask2Former's semantic-segmentation dataset mapper (used by CAT-Seg
+and the published GSNet), without the per-class instance masks, which GSNet never reads. The
+test mapper is Detectron2's ``DatasetMapper(cfg, is_train=False)`` for the image. Both name the
+file they cannot read (:func:`read_image_file`), and the training mapper refuses labels that do
+not fit the image or hold values that are neither a class index nor the ignore value.
 
 Shapes: the output image is (3, H, W) uint8-valued and the label (H, W) int64, with H x W the
 crop size padded to ``INPUT.SIZE_DIVISIBILITY`` (384 x 384 in the paper configuration).
@@ -18,12 +21,39 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from torch.nn import functional as F
 
+from ..errors import InputFileError
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["GSNetSemanticDatasetMapper"]
+__all__ = ["GSNetSemanticDatasetMapper", "GSNetTestDatasetMapper", "read_image_file"]
 
 # Value of the padded image pixels (raw 0-255 scale, before normalisation), as published.
 _IMAGE_PAD_VALUE = 128
+_CHECK_DATASETS = "python tools/check_datasets.py lists every such file of a dataset."
+
+
+def read_image_file(file_name, image_format=None, *, what="image"):
+    """Detectron2's ``read_image`` (PIL, EXIF orientation applied) with an error naming the file.
+
+    Args:
+        file_name (str): the file.
+        image_format (str or None): as for ``read_image`` ("RGB", "L", None: as stored).
+        what (str): "image" or "label", for the message.
+
+    Returns:
+        np.ndarray: (H, W, C) or (H, W), as ``read_image`` returns it.
+
+    Raises:
+        InputFileError: the file is missing, truncated, corrupt or not an image (PIL raises
+            OSError, SyntaxError, DecompressionBombError, ... depending on the damage).
+    """
+    try:
+        return utils.read_image(file_name, format=image_format)
+    except Exception as error:
+        raise InputFileError(
+            f"Cannot read {what} {file_name}: {type(error).__name__}: {error}. Replace or remove "
+            f"the file (and its {'label' if what == 'image' else 'image'}). {_CHECK_DATASETS}"
+        ) from error
 
 
 class GSNetSemanticDatasetMapper:
@@ -49,7 +79,7 @@ class GSNetSemanticDatasetMapper:
     """
 
     @configurable
-    def __init__(self, *, augmentations, image_format, ignore_value, pad_size):
+    def __init__(self, *, augmentations, image_format, ignore_value, pad_size, num_classes=None):
         """
         Args:
             augmentations (list[Augmentation]): applied in order to the image and the label.
@@ -58,11 +88,15 @@ class GSNetSemanticDatasetMapper:
             pad_size (int): pad samples at the bottom/right to ``pad_size`` x ``pad_size``;
                 <= 0 disables padding. A sample larger than this is an error (the published
                 code then silently cropped it through negative padding).
+            num_classes (int or None): label values must be 0..num_classes-1 or
+                ``ignore_value``; None skips the check. Checked here, where the file is known,
+                rather than in the loss.
         """
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_value = ignore_value
         self.pad_size = pad_size
+        self.num_classes = num_classes
         logger.info("[%s] training augmentations: %s", type(self).__name__, augmentations)
 
     @classmethod
@@ -96,6 +130,7 @@ class GSNetSemanticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "pad_size": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict):
@@ -116,22 +151,23 @@ class GSNetSemanticDatasetMapper:
                 f"Training record of {image_file} has no 'sem_seg_file_name'; semantic "
                 "segmentation training needs a label file for every image."
             )
-        image = utils.read_image(image_file, format=self.image_format)
+        image = read_image_file(image_file, self.image_format)
         utils.check_image_size(dataset_dict, image)
         # Float64 so that resizing uses torch's nearest interpolation (PyTorch has no uint16).
-        label = utils.read_image(label_file).astype("double")
+        label = read_image_file(label_file, what="label").astype("double")
         if label.ndim != 2:
-            raise ValueError(
+            raise InputFileError(
                 f"Label {label_file} has {label.shape[2]} channels; a label must be a "
                 "single-channel image of class indices (a colour-coded label must be "
                 "converted first; for FAST use the semlabels/gray files)."
             )
         if label.shape != image.shape[:2]:
-            raise ValueError(
+            raise InputFileError(
                 f"Label {label_file} is {label.shape[1]} x {label.shape[0]} (W x H) but its "
                 f"image {image_file} is {image.shape[1]} x {image.shape[0]}; they must match. "
-                "Run tools/check_datasets.py to find every such pair."
+                + _CHECK_DATASETS
             )
+        self._check_label_values(label, label_file)
 
         aug_input = T.AugInput(image, sem_seg=label)
         self.augmentations(aug_input)
@@ -152,4 +188,64 @@ class GSNetSemanticDatasetMapper:
 
         dataset_dict["image"] = image
         dataset_dict["sem_seg"] = label
+        return dataset_dict
+
+    def _check_label_values(self, label, label_file):
+        if self.num_classes is None:
+            return
+        bad = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_value)
+        if bad.any():
+            values = np.unique(label[bad]).astype(int).tolist()
+            raise InputFileError(
+                f"Label {label_file} holds values {values[:10]} that are neither a class index "
+                f"(0..{self.num_classes - 1}, MODEL.SEM_SEG_HEAD.NUM_CLASSES) nor the ignore "
+                f"value {self.ignore_value} (MODEL.SEM_SEG_HEAD.IGNORE_VALUE). Fix the label, or "
+                "the config if it does not match the dataset. " + _CHECK_DATASETS
+            )
+
+
+class GSNetTestDatasetMapper:
+    """Test-time mapping of one image: Detectron2's ``DatasetMapper(cfg, is_train=False)`` (same
+    reader, same shortest-edge resize) without reading the label, which the evaluator reads
+    itself, and with an error naming a file that cannot be read.
+
+    Shapes: the output image is (3, H, W) uint8-valued, resized so that its short side is
+    ``INPUT.MIN_SIZE_TEST`` (long side at most ``INPUT.MAX_SIZE_TEST``).
+    """
+
+    @configurable
+    def __init__(self, *, augmentations, image_format):
+        """
+        Args:
+            augmentations (list[Augmentation]): applied in order to the image.
+            image_format (str): the image format for ``read_image``.
+        """
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {
+            "augmentations": utils.build_augmentation(cfg, is_train=False),
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): one record of a registered dataset ("file_name", ...).
+
+        Returns:
+            dict: a copy of the record without "sem_seg_file_name", with "height"/"width" of
+            the file and "image", a (3, H, W) uint8 tensor.
+        """
+        dataset_dict = dict(dataset_dict)
+        dataset_dict.pop("sem_seg_file_name", None)
+        image = read_image_file(dataset_dict["file_name"], self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        )
         return dataset_dict
