@@ -60,22 +60,35 @@ class GuidedWindowAttention(nn.Module):
     def forward(self, x, guidance, mask):
         """
         Args:
-            x: (N, nW, L, C) window tokens; guidance: (N, nW, L, G) or None;
+            x: (N, nW, L, C) window tokens of N maps; guidance: (B, nW, L, G) window guidance
+                shared by N / B consecutive maps (the T classes of one image), or None;
             mask: (nW, L, L) additive mask or None.
         Returns:
             (N, nW, L, C)
         """
         N, nW, L, C = x.shape
-        qk_input = torch.cat([x, guidance], dim=-1) if guidance is not None else x
-
-        def heads(t):
-            return t.view(N, nW, L, self.num_heads, -1).transpose(2, 3)
-
-        q, k, v = heads(self.q(qk_input)), heads(self.k(qk_input)), heads(self.v(x))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.unsqueeze(1) if mask is not None else None
-        )
-        return self.proj(out.transpose(2, 3).reshape(N, nW, L, C))
+        # q = q(cat[x, guidance]) is computed as x @ Wq_x + (guidance @ Wq_g + bias): the
+        # guidance term once per image rather than once per class, never repeated over the
+        # classes (the same numbers up to float rounding). q, k and v of x are one product.
+        weight = torch.cat([self.q.weight[:, :C], self.k.weight[:, :C], self.v.weight])
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        if guidance is None:
+            qkv = F.linear(x, weight, bias)
+        else:
+            B = guidance.shape[0]
+            guidance_weight = torch.cat([self.q.weight[:, C:], self.k.weight[:, C:]])
+            guided = F.linear(guidance, guidance_weight)
+            guided = torch.cat([guided, guided.new_zeros(()).expand(*guided.shape[:-1], C)], -1)
+            qkv = F.linear(x, weight).view(B, N // B, nW, L, 3 * C)
+            qkv = (qkv + (guided + bias).unsqueeze(1)).view(N, nW, L, 3 * C)
+        # Windows join the batch: (3, N * nW, heads, L, d) views, no copies. 4-D inputs let
+        # scaled_dot_product_attention take its fused kernel (a 5-D call falls back to the
+        # explicit one, ~4x slower on CPU).
+        q, k, v = qkv.view(N * nW, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if mask is not None:
+            mask = mask.unsqueeze(0).expand(N, nW, L, L).reshape(N * nW, 1, L, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(N, nW, L, C))
 
 
 class GuidedSwinBlock(nn.Module):
@@ -101,7 +114,13 @@ class GuidedSwinBlock(nn.Module):
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, x, guidance):
-        """x: (N, H, W, C); guidance: (N, H, W, G) normalised, or None. Returns (N, H, W, C)."""
+        """
+        Args:
+            x: (N, H, W, C) maps; guidance: (B, H, W, G) normalised guidance shared by N / B
+                consecutive maps (the classes of one image), or None.
+        Returns:
+            (N, H, W, C)
+        """
         N, H, W, C = x.shape
         y = self.norm1(x)
         if self.shift:
@@ -140,27 +159,43 @@ class SpatialAggregation(nn.Module):
     def forward(self, x, guidance):
         """x: (B, T, C, H, W); guidance: (B, G, H, W) or None. Returns (B, T, C, H, W)."""
         B, T, C, H, W = x.shape
-        x = x.reshape(B * T, C, H, W).permute(0, 2, 3, 1)
+        # Channels-last maps; a free view when x already has that memory layout (the head
+        # keeps it so between stages).
+        x = x.permute(0, 1, 3, 4, 2).reshape(B * T, H, W, C)
         if guidance is not None:
+            # Normalised once per image and shared by its classes (never repeated T times).
             guidance = self.guidance_norm(guidance.permute(0, 2, 3, 1))
-            guidance = guidance.repeat_interleave(T, dim=0)
         x = self.block_1(x, guidance)
         x = self.block_2(x, guidance)
-        return x.permute(0, 3, 1, 2).reshape(B, T, C, H, W)
+        return x.view(B, T, H, W, C).permute(0, 1, 4, 2, 3)
 
 
-def linear_attention(q, k, v, eps: float = 1e-6):
+def linear_attention(q, k, v, eps: float = 1e-6, padding=None):
     """Linear attention ("Transformers are RNNs"), feature map elu(x) + 1.
 
-    q: (N, L, h, d); k, v: (N, S, h, d) -> (N, L, h, d). Values are divided by S before and
-    multiplied after (CAT-Seg's guard against fp16 overflow; kept for identical numbers).
+    q: (..., L, h, d); k, v: (..., S, h, d) -> (..., L, h, d). Values are divided by the
+    sequence length before and multiplied after (CAT-Seg's guard against fp16 overflow; kept
+    for identical numbers).
+
+    ``padding`` = (key, value, count) appends ``count`` copies of one padding token (key and
+    value: (h, d)) to the keys and values without materialising them: each copy adds the same
+    term to the key sum and to the key-value products, so they add ``count`` times that term
+    exactly; the sequence length S counts them.
     """
     q = F.elu(q) + 1
     k = F.elu(k) + 1
-    length = v.shape[1]
-    kv = torch.einsum("nshd,nshv->nhdv", k, v / length)
-    normaliser = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + eps)
-    return torch.einsum("nlhd,nhdv,nlh->nlhv", q, kv, normaliser) * length
+    length = v.shape[-3]
+    if padding is not None:
+        length += padding[2]
+    kv = torch.einsum("...shd,...shv->...hdv", k, v / length)
+    key_sum = k.sum(dim=-3)
+    if padding is not None:
+        pad_key, pad_value, count = padding
+        pad_key = F.elu(pad_key) + 1
+        kv = kv + count * torch.einsum("hd,hv->hdv", pad_key, pad_value / length)
+        key_sum = key_sum + count * pad_key
+    normaliser = 1 / (torch.einsum("...lhd,...hd->...lh", q, key_sum) + eps)
+    return torch.einsum("...lhd,...hdv,...lh->...lhv", q, kv, normaliser) * length
 
 
 class ClassAttention(nn.Module):
@@ -179,20 +214,46 @@ class ClassAttention(nn.Module):
         self.k = nn.Linear(dim + guidance_dim, dim)
         self.v = nn.Linear(dim, dim)
 
-    def forward(self, x, guidance):
-        """x: (N, S, C); guidance: (N, S, Gt) or None. Returns (N, S, C) (no output projection)."""
-        N, S, C = x.shape
-        qk_input = torch.cat([x, guidance], dim=-1) if guidance is not None else x
-        q = self.q(qk_input).view(N, S, self.num_heads, -1)
-        k = self.k(qk_input).view(N, S, self.num_heads, -1)
-        v = self.v(x).view(N, S, self.num_heads, -1)
+    def _guided(self, layer, x, guidance):
+        """layer(cat[x, guidance]) as x @ W_x + (guidance @ W_g + bias): the guidance term is
+        computed once per image and broadcast over the M pooled positions."""
+        C = x.shape[-1]
+        if guidance is None:
+            return F.linear(x, layer.weight, layer.bias)
+        guided = F.linear(guidance, layer.weight[:, C:], layer.bias)
+        return F.linear(x, layer.weight[:, :C]) + guided.unsqueeze(-3)
+
+    def forward(self, x, guidance, padding=None):
+        """
+        Args:
+            x: (B, M, S, C) normalised tokens: S classes at each of M positions;
+            guidance: (B, S, Gt) text guidance (shared by the M positions) or None;
+            padding: None, or (token (C,), guidance (..., Gt) or None, count): ``count`` copies of
+                one normalised padding token join the S classes as keys and values only
+                (linear attention; their outputs would be discarded anyway).
+        Returns:
+            (B, M, S, C) (no output projection).
+        """
+        B, M, S, C = x.shape
+        q = self._guided(self.q, x, guidance).view(B, M, S, self.num_heads, -1)
+        k = self._guided(self.k, x, guidance).view(B, M, S, self.num_heads, -1)
+        v = self.v(x).view(B, M, S, self.num_heads, -1)
         if self.attention_type == "linear":
-            out = linear_attention(q, k, v)
+            if padding is not None:
+                token, pad_guidance, count = padding
+                pad_guidance = pad_guidance.reshape(1, -1) if pad_guidance is not None else None
+                pad_key = self._guided(self.k, token.view(1, 1, -1), pad_guidance)
+                pad_value = self.v(token)
+                padding = (pad_key.view(self.num_heads, -1), pad_value.view(self.num_heads, -1))
+                padding = (*padding, count)
+            out = linear_attention(q, k, v, padding=padding)
         else:
+            if padding is not None:
+                raise ValueError("padding is only computed implicitly for linear attention")
             out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            ).transpose(1, 2)
-        return out.reshape(N, S, C)
+                q.transpose(-2, -3), k.transpose(-2, -3), v.transpose(-2, -3)
+            ).transpose(-2, -3)
+        return out.reshape(B, M, S, C)
 
 
 class ClassAggregation(nn.Module):
@@ -200,6 +261,9 @@ class ClassAggregation(nn.Module):
 
     The class axis is padded to ``pad_len`` with a learned token (and a learned text guidance)
     so that linear attention sees a fixed-length sequence; the padding is dropped afterwards.
+    With linear attention the padding tokens only enter as keys and values, all identical: their
+    contribution is computed once, analytically (``linear_attention``), and their queries, MLP
+    and upsampling (which the published code computed and discarded) are never computed.
     """
 
     def __init__(self, *, dim, guidance_dim, num_heads, attention_type, pooling_size, pad_len=256):
@@ -220,24 +284,41 @@ class ClassAggregation(nn.Module):
     def forward(self, x, guidance):
         """x: (B, T, C, H, W); guidance: (B, T, Gt) or None. Returns (B, T, C, H, W)."""
         B, T, C, H, W = x.shape
-        pooled = F.avg_pool2d(x.reshape(B * T, C, H, W), self.pooling_size)
+        pooled = x.reshape(B * T, C, H, W)
+        if self.pooling_size != (1, 1):  # 1x1 average pooling is the identity
+            pooled = F.avg_pool2d(pooled, self.pooling_size)
         h, w = pooled.shape[-2:]
-        tokens = pooled.view(B, T, C, h * w).permute(0, 3, 1, 2)  # B, hw, T, C
+        tokens = pooled.reshape(B, T, C, h * w).permute(0, 3, 1, 2).contiguous()  # B, hw, T, C
         pad = self.pad_len - T if self.padding_tokens is not None else 0
-        if pad > 0:
-            tokens = torch.cat([tokens, self.padding_tokens.expand(B, h * w, pad, C)], dim=2)
-        tokens = tokens.reshape(B * h * w, -1, C)
-        if guidance is not None:
-            if pad > 0 and self.padding_guidance is not None:
-                padding = self.padding_guidance.expand(B, pad, -1)
-                guidance = torch.cat([guidance, padding], dim=1)
-            guidance = guidance.repeat_interleave(h * w, dim=0)
-        tokens = tokens + self.attention(self.norm1(tokens), guidance)
+        guidance_pad = pad > 0 and guidance is not None and self.padding_guidance is not None
+        if pad > 0 and self.attention.attention_type == "linear":
+            norm = self.norm1
+            padding = (
+                F.layer_norm(self.padding_tokens.view(C), (C,), norm.weight, norm.bias, norm.eps),
+                self.padding_guidance if guidance_pad else None,
+                pad,
+            )
+            tokens = tokens + self.attention(self.norm1(tokens), guidance, padding)
+        else:
+            # The explicit path ("full" attention): pad, attend, drop the padding.
+            if pad > 0:
+                padding = self.padding_tokens.expand(B, h * w, pad, C)
+                tokens = torch.cat([tokens, padding], dim=2)
+                if guidance_pad:
+                    padding = self.padding_guidance.expand(B, pad, -1)
+                    guidance = torch.cat([guidance, padding], dim=1)
+            tokens = tokens + self.attention(self.norm1(tokens), guidance)
+            tokens = tokens[:, :, :T]
         tokens = tokens + self.mlp(self.norm2(tokens))
-        tokens = tokens.view(B, h, w, -1, C)[:, :, :, :T]
-        tokens = tokens.permute(0, 3, 4, 1, 2).reshape(B * T, C, h, w)
-        update = F.interpolate(tokens, size=(H, W), mode="bilinear", align_corners=True)
-        return x + update.view(B, T, C, H, W)
+        # The sum is formed channels-last, (B, T, H, W, C) memory, like the spatial stage's
+        # output, so that neither stage copies between layouts.
+        if (h, w) == (H, W):
+            update = tokens.view(B, H, W, T, C).permute(0, 3, 1, 2, 4)
+        else:
+            update = tokens.transpose(1, 2).reshape(B * T, h, w, C).permute(0, 3, 1, 2)
+            update = F.interpolate(update, size=(H, W), mode="bilinear", align_corners=True)
+            update = update.permute(0, 2, 3, 1).reshape(B, T, H, W, C)
+        return (x.permute(0, 1, 3, 4, 2) + update).permute(0, 1, 4, 2, 3)
 
 
 class AggregatorLayer(nn.Module):

@@ -1,0 +1,206 @@
+"""Each fast path equals the straightforward computation it replaces (the published one).
+
+The references below are written out plainly (concatenations, explicit padding, explicit
+softmax attention, the full 77-token text context). The comparisons run in float64, where
+the two only differ by rounding, and once in float32 at the published parity tolerance.
+"""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gsnet.modeling.aggregation import (
+    ClassAggregation,
+    GuidedSwinBlock,
+    SpatialAggregation,
+    linear_attention,
+    window_partition,
+    window_reverse,
+)
+from gsnet.modeling.decoder import GuidedUpBlock
+from gsnet.modeling.generalist import GeneralistEncoder
+from gsnet.modeling.text_queries import TextQueries
+
+
+def perturb_(module, generator):
+    """Random values everywhere (padding tokens and norms start constant)."""
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return module
+
+
+# ------------------------------------------------------------------ class aggregation
+def published_linear_attention(q, k, v, eps=1e-6):
+    q, k = F.elu(q) + 1, F.elu(k) + 1
+    length = v.shape[1]
+    kv = torch.einsum("nshd,nshv->nhdv", k, v / length)
+    normaliser = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + eps)
+    return torch.einsum("nlhd,nhdv,nlh->nlhv", q, kv, normaliser) * length
+
+
+def published_class_aggregation(layer, x, guidance):
+    """Pad the class axis with the padding token, attend over all of it, drop the padding."""
+    B, T, C, H, W = x.shape
+    pooled = F.avg_pool2d(x.reshape(B * T, C, H, W), layer.pooling_size)
+    h, w = pooled.shape[-2:]
+    pad = layer.pad_len - T
+    tokens = pooled.view(B, T, C, h * w).permute(0, 3, 1, 2)
+    tokens = torch.cat([tokens, layer.padding_tokens.expand(B, h * w, pad, C)], dim=2)
+    tokens = tokens.reshape(B * h * w, layer.pad_len, C)
+    guidance = torch.cat([guidance, layer.padding_guidance.expand(B, pad, -1)], dim=1)
+    guidance = guidance.repeat_interleave(h * w, dim=0)
+    attention = layer.attention
+    normed = layer.norm1(tokens)
+    qk_input = torch.cat([normed, guidance], dim=-1)
+    N, S = tokens.shape[:2]
+    q = attention.q(qk_input).view(N, S, attention.num_heads, -1)
+    k = attention.k(qk_input).view(N, S, attention.num_heads, -1)
+    v = attention.v(normed).view(N, S, attention.num_heads, -1)
+    tokens = tokens + published_linear_attention(q, k, v).reshape(N, S, C)
+    tokens = tokens + layer.mlp(layer.norm2(tokens))
+    tokens = tokens.view(B, h, w, S, C)[:, :, :, :T].permute(0, 3, 4, 1, 2)
+    update = F.interpolate(
+        tokens.reshape(B * T, C, h, w), size=(H, W), mode="bilinear", align_corners=True
+    )
+    return x + update.view(B, T, C, H, W)
+
+
+@pytest.mark.parametrize("pooling", [(1, 1), (2, 2)])
+def test_class_aggregation_padding_analytic_equals_explicit(pooling):
+    generator = torch.Generator().manual_seed(0)
+    layer = ClassAggregation(
+        dim=16,
+        guidance_dim=8,
+        num_heads=2,
+        attention_type="linear",
+        pooling_size=pooling,
+        pad_len=12,
+    )
+    layer = perturb_(layer.double(), generator)
+    x = torch.randn(2, 3, 16, 4, 6, generator=generator, dtype=torch.float64)
+    text = torch.randn(2, 3, 8, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(
+        layer(x, text), published_class_aggregation(layer, x, text), rtol=0, atol=1e-10
+    )
+    layer32, x32, text32 = layer.float(), x.float(), text.float()
+    torch.testing.assert_close(
+        layer32(x32, text32), published_class_aggregation(layer32, x32, text32), rtol=0, atol=1e-5
+    )
+
+
+def test_class_aggregation_padding_gradients_equal_explicit():
+    generator = torch.Generator().manual_seed(1)
+    layer = ClassAggregation(
+        dim=16, guidance_dim=8, num_heads=2, attention_type="linear", pooling_size=(2, 2), pad_len=9
+    )
+    layer = perturb_(layer.double(), generator)
+    x = torch.randn(1, 4, 16, 4, 4, generator=generator, dtype=torch.float64)
+    text = torch.randn(1, 4, 8, generator=generator, dtype=torch.float64)
+    weights = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    (layer(x, text) * weights).sum().backward()
+    fast = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    layer.zero_grad()
+    (published_class_aggregation(layer, x, text) * weights).sum().backward()
+    for name, param in layer.named_parameters():
+        torch.testing.assert_close(fast[name], param.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_linear_attention_padding_term_equals_repeated_tokens():
+    generator = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(3, 5, 2, 4, generator=generator, dtype=torch.float64) for _ in range(3))
+    pad_key, pad_value = (
+        torch.randn(2, 4, generator=generator, dtype=torch.float64) for _ in range(2)
+    )
+    count = 7
+    keys = torch.cat([k, pad_key.expand(3, count, 2, 4)], dim=1)
+    values = torch.cat([v, pad_value.expand(3, count, 2, 4)], dim=1)
+    expected = published_linear_attention(q, keys, values)  # queries only attend
+    actual = linear_attention(q, k, v, padding=(pad_key, pad_value, count))
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ spatial aggregation
+def published_swin_block(block, x, guidance):
+    """x: (N, H, W, C); guidance: (N, H, W, G), one copy per map; explicit softmax attention."""
+    N, H, W, C = x.shape
+    y = block.norm1(x)
+    if block.shift:
+        y = torch.roll(y, shifts=(-block.shift, -block.shift), dims=(1, 2))
+        guidance = torch.roll(guidance, shifts=(-block.shift, -block.shift), dims=(1, 2))
+    windows = window_partition(y, block.window_size)
+    qk_input = torch.cat([windows, window_partition(guidance, block.window_size)], dim=-1)
+    attn = block.attn
+    _, nW, L, _ = windows.shape
+
+    def heads(t):
+        return t.view(N, nW, L, attn.num_heads, -1).transpose(2, 3)
+
+    q, k, v = heads(attn.q(qk_input)), heads(attn.k(qk_input)), heads(attn.v(windows))
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if block.attn_mask is not None:
+        scores = scores + block.attn_mask.unsqueeze(1).to(scores.dtype)
+    out = (scores.softmax(dim=-1) @ v).transpose(2, 3).reshape(N, nW, L, C)
+    y = window_reverse(attn.proj(out), block.window_size, H, W)
+    if block.shift:
+        y = torch.roll(y, shifts=(block.shift, block.shift), dims=(1, 2))
+    x = x + y
+    return x + block.mlp(block.norm2(x))
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_swin_block_shared_guidance_equals_repeated_concatenation(shift):
+    generator = torch.Generator().manual_seed(3)
+    block = GuidedSwinBlock(
+        dim=16, guidance_dim=8, resolution=(8, 8), num_heads=2, window_size=4, shift=shift
+    )
+    block = perturb_(block.double(), generator)
+    B, T = 2, 3
+    x = torch.randn(B * T, 8, 8, 16, generator=generator, dtype=torch.float64)
+    guidance = torch.randn(B, 8, 8, 8, generator=generator, dtype=torch.float64)
+    expected = published_swin_block(block, x, guidance.repeat_interleave(T, dim=0))
+    torch.testing.assert_close(block(x, guidance), expected, rtol=0, atol=1e-10)
+
+
+def test_spatial_aggregation_equals_repeated_guidance_path():
+    generator = torch.Generator().manual_seed(4)
+    layer = SpatialAggregation(
+        dim=16, guidance_dim=8, resolution=(8, 8), num_heads=2, window_size=4
+    )
+    layer = perturb_(layer, generator)
+    B, T = 2, 3
+    x = torch.randn(B, T, 16, 8, 8, generator=generator)
+    guidance = torch.randn(B, 8, 8, 8, generator=generator)
+    repeated = layer.guidance_norm(guidance.permute(0, 2, 3, 1)).repeat_interleave(T, dim=0)
+    expected = x.reshape(B * T, 16, 8, 8).permute(0, 2, 3, 1)
+    for block in (layer.block_1, layer.block_2):
+        expected = published_swin_block(block, expected, repeated)
+    expected = expected.permute(0, 3, 1, 2).reshape(B, T, 16, 8, 8)
+    torch.testing.assert_close(layer(x, guidance), expected, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ decoder
+def test_decoder_split_conv_equals_concatenated_conv():
+    generator = torch.Generator().manual_seed(5)
+    block = perturb_(GuidedUpBlock(32, 16, 8, 8).double(), generator)
+    B, T = 2, 3
+    x = torch.randn(B * T, 32, 5, 7, generator=generator, dtype=torch.float64)
+    generalist = torch.randn(B, 8, 10, 14, generator=generator, dtype=torch.float64)
+    specialist = torch.randn(B, 8, 10, 14, generator=generator, dtype=torch.float64)
+    up = block.up(x)
+    concatenated = torch.cat(
+        [up, generalist.repeat_interleave(T, dim=0), specialist.repeat_interleave(T, dim=0)], dim=1
+    )
+    expected = block.conv(concatenated)
+    torch.testing.assert_close(block(x, generalist, specialist), expected, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------ text tower
+def test_text_encoder_truncated_context_equals_full_context():
+    torch.manual_seed(6)
+    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(0, 0))
+    tokens = TextQueries().tokenize(["road", "a rather long name of some class", "tree"])
+    with torch.no_grad():
+        expected = encoder.clip.encode_text(tokens)  # open_clip: all 77 positions
+        actual = encoder.encode_text(tokens)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
