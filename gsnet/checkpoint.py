@@ -260,21 +260,11 @@ class GSNetCheckpointer(DetectionCheckpointer):
         if is_released_layout(state_dict):
             logger.info("Converting a checkpoint in the published GSNet layout.")
             checkpoint["model"] = state_dict = convert_released_state_dict(state_dict)
-        model_state = self.model.state_dict()
-        missing = sorted(set(model_state) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(model_state))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(model_state[k].shape)}"
-            for k in sorted(set(state_dict) & set(model_state))
-            if tuple(state_dict[k].shape) != tuple(model_state[k].shape)
-        ]
-        if missing or unexpected or mismatched:
+        mismatch = describe_key_mismatch(self.model.state_dict(), state_dict)
+        if mismatch:
             raise InputFileError(
                 f"Checkpoint {self._loading} does not fit this model (another architecture or "
-                "config?).\n"
-                f"  missing keys ({len(missing)}): {missing[:10]}\n"
-                f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
-                f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}\n"
+                f"config?).\n{mismatch}\n"
                 "Check that the config (e.g. MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED, NUM_LAYERS, "
                 "USE_CLIP_CORR/USE_DINO_CORR, decoder guidance dims) matches the checkpoint."
             )
@@ -371,8 +361,9 @@ def load_specialist_weights(specialist, path: str):
     _load_strict(specialist.vit, state, f"specialist weights {path}")
 
 
-def _load_strict(module, state, what):
-    expected = module.state_dict()
+def describe_key_mismatch(expected, state):
+    """How a state dict departs from a model's (missing, unexpected and mismatched-shape keys,
+    ten of each shown); empty when it fits exactly."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [
@@ -380,13 +371,19 @@ def _load_strict(module, state, what):
         for k in sorted(set(state) & set(expected))
         if tuple(state[k].shape) != tuple(expected[k].shape)
     ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{what} do not fit the model.\n"
-            f"  missing keys ({len(missing)}): {missing[:10]}\n"
-            f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
-            f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}"
-        )
+    if not (missing or unexpected or mismatched):
+        return ""
+    return (
+        f"  missing keys ({len(missing)}): {missing[:10]}\n"
+        f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"
+        f"  shape mismatches ({len(mismatched)}): {mismatched[:10]}"
+    )
+
+
+def _load_strict(module, state, what):
+    mismatch = describe_key_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"{what} do not fit the model.\n{mismatch}")
     module.load_state_dict(state)
     logger.info("Loaded %s (%d tensors).", what, len(state))
 
