@@ -27,6 +27,7 @@ Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -73,16 +74,28 @@ def median(values):
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def matmul_peak_flops(device, dtype, *, size=None, repeats=5):
-    """FLOP/s of one large square matrix product (2 n^3 FLOPs), median of ``repeats``."""
+def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
+    """Best FLOP/s (2 n^3 FLOPs, median of ``repeats``) of square matrix products; returns
+    (FLOP/s, n). Default sizes: 8192 on GPU; 2048 and 4096 on CPU (1024 for bf16 there, through
+    F.linear: oneDNN's path, the only fast one on CPUs without AVX512-BF16/AMX)."""
     device = torch.device(device)
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    for _ in range(2):
-        a @ b
-    seconds = median(time_runs(lambda: a @ b, device=device, repeats=repeats))
-    return 2 * size**3 / seconds, size
+    if sizes is None:
+        if device.type == "cuda":
+            sizes = (8192,)
+        else:
+            sizes = (2048, 4096) if dtype == torch.float32 else (1024,)
+    best = (0.0, None)
+    for size in sizes:
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        bf16_cpu = device.type == "cpu" and dtype != torch.float32
+        for product in (F.linear,) if bf16_cpu else (torch.mm,):
+            run = functools.partial(product, a, b)
+            for _ in range(2):
+                run()
+            seconds = median(time_runs(run, device=device, repeats=repeats))
+            best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
+    return best
 
 
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs):
@@ -453,8 +466,8 @@ def run_isolated(script, argv, opts, phases):
 
 def format_table(report):
     header = (
-        f"{'phase':8} {'imgs':>4} {'median s':>9} {'s/img':>8} {'img/s':>7} {'GFLOP':>9} "
-        f"{'GFLOP/s':>8} {'%peak':>6} {'floor s':>8} {'x floor':>7} {'peak GiB':>8}"
+        f"{'phase':8} {'imgs':>4} {'median s':>9} {'min s':>8} {'s/img':>8} {'img/s':>7} "
+        f"{'GFLOP':>9} {'GFLOP/s':>8} {'%peak':>6} {'floor s':>8} {'x floor':>7} {'peak GiB':>8}"
     )
     lines = [
         f"{report['target']}: {report['env']['device']} {report['env']['dtype']}, "
@@ -465,7 +478,8 @@ def format_table(report):
     ]
     for phase, r in report["phases"].items():
         lines.append(
-            f"{phase:8} {r['images']:>4} {r['median_s']:>9.3f} {r['per_image_s']:>8.3f} "
+            f"{phase:8} {r['images']:>4} {r['median_s']:>9.3f} {r['min_s']:>8.3f} "
+            f"{r['per_image_s']:>8.3f} "
             f"{r['images_per_s']:>7.3f} {r['flops'] / 1e9:>9.1f} "
             f"{r['achieved_flops_per_s'] / 1e9:>8.1f} {100 * r.get('fraction_of_peak', 0):>6.1f} "
             f"{r.get('floor_s', 0):>8.3f} {r.get('time_over_floor') or 0:>7.2f} "

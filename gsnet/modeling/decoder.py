@@ -166,4 +166,9 @@ class RIPDecoder(nn.Module):
         x = x.reshape(B * T, C, H, W)
         for block, g, s in zip(self.up_blocks, generalist, specialist):
             x = block(x, g, s)
-        return conv2d(x, self.head).view(B, T, 4 * H, 4 * W)
+        # The logits leave in fp32 even under autocast: bf16 keeps 8 bits of mantissa, so
+        # logits of a few units would be rounded to steps of 1/32 and the classes' scores would
+        # tie; this one-channel convolution costs nothing in fp32.
+        with torch.autocast(x.device.type, enabled=False):
+            logits = conv2d(x.float(), self.head)
+        return logits.view(B, T, 4 * H, 4 * W)

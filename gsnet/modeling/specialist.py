@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .generalist import buffered_linear, runs_without_autograd
+
 __all__ = ["SPECIALIST_ARCHITECTURES", "SpecialistEncoder"]
 
 # Named specialist architectures. ``pretrain_grid``: side of the positional grid stored in the
@@ -95,6 +97,42 @@ class SpecialistEncoder(nn.Module):
         else:
             self.guidance_projection = None
 
+    @staticmethod
+    def _block_in_place(block, x, buffers):
+        """timm's Block without autograd, updating ``x`` in place and reusing ``buffers`` (the
+        same operations and numbers as ``block(x)``)."""
+        B, L, E = x.shape
+        attn, mlp = block.attn, block.mlp
+        qkv = buffered_linear(buffers, "qkv", block.norm1(x), attn.qkv.weight, attn.qkv.bias)
+        q, k, v = qkv.view(B, L, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, E)
+        x.add_(buffered_linear(buffers, "proj", out, attn.proj.weight, attn.proj.bias))
+        hidden = buffered_linear(buffers, "fc1", block.norm2(x), mlp.fc1.weight, mlp.fc1.bias)
+        torch.ops.aten.gelu_(hidden)
+        x.add_(buffered_linear(buffers, "fc2", hidden, mlp.fc2.weight, mlp.fc2.bias))
+        return x
+
+    def _in_place_ok(self, x):
+        identity = nn.Identity
+        return runs_without_autograd(self.vit, x) and all(
+            block.attn.fused_attn
+            and all(
+                isinstance(m, identity)
+                for m in (block.ls1, block.ls2, block.drop_path1, block.drop_path2)
+            )
+            and all(
+                isinstance(m, identity)
+                for m in (block.attn.q_norm, block.attn.k_norm, block.attn.norm, block.mlp.norm)
+            )
+            and isinstance(block.mlp.act, nn.GELU)
+            and block.mlp.act.approximate == "none"
+            and block.attn.attn_drop.p == 0
+            and block.attn.proj_drop.p == 0
+            and block.mlp.drop1.p == 0
+            and block.mlp.drop2.p == 0
+            for block in self.vit.blocks
+        )
+
     def positional_embedding(self) -> torch.Tensor:
         """(1, 1 + G*G, E): the pretraining grid resized by DINO's scale-factor recipe."""
         pos = self.vit.pos_embed
@@ -126,9 +164,13 @@ class SpecialistEncoder(nn.Module):
         def grid(tokens):
             return vit.norm(tokens)[:, 1:].transpose(1, 2).reshape(B, E, Gh, Gw)
 
+        # Without autograd (inference; the frozen specialist in training) the blocks run in
+        # place on reused buffers: the same numbers, fewer fresh allocations.
+        in_place = self._in_place_ok(x)
+        buffers = {}
         guidance_inputs = []
         for index, block in enumerate(vit.blocks):
-            x = block(x)
+            x = self._block_in_place(block, x, buffers) if in_place else block(x)
             if self.guidance_projection is not None and index in self.guidance_blocks:
                 guidance_inputs.append(grid(x))
         dense = self.dense_projection(grid(x))

@@ -167,16 +167,16 @@ def test_spatial_aggregation_equals_repeated_guidance_path():
     layer = SpatialAggregation(
         dim=16, guidance_dim=8, resolution=(8, 8), num_heads=2, window_size=4
     )
-    layer = perturb_(layer, generator)
+    layer = perturb_(layer.double(), generator)
     B, T = 2, 3
-    x = torch.randn(B, T, 16, 8, 8, generator=generator)
-    guidance = torch.randn(B, 8, 8, 8, generator=generator)
+    x = torch.randn(B, T, 16, 8, 8, generator=generator, dtype=torch.float64)
+    guidance = torch.randn(B, 8, 8, 8, generator=generator, dtype=torch.float64)
     repeated = layer.guidance_norm(guidance.permute(0, 2, 3, 1)).repeat_interleave(T, dim=0)
     expected = x.reshape(B * T, 16, 8, 8).permute(0, 2, 3, 1)
     for block in (layer.block_1, layer.block_2):
         expected = published_swin_block(block, expected, repeated)
     expected = expected.permute(0, 3, 1, 2).reshape(B, T, 16, 8, 8)
-    torch.testing.assert_close(layer(x, guidance), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(layer(x, guidance), expected, rtol=0, atol=1e-10)
 
 
 # ------------------------------------------------------------------ decoder
@@ -204,3 +204,78 @@ def test_text_encoder_truncated_context_equals_full_context():
         expected = encoder.clip.encode_text(tokens)  # open_clip: all 77 positions
         actual = encoder.encode_text(tokens)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ encoders without autograd
+def test_specialist_in_place_blocks_equal_timm_blocks(monkeypatch):
+    from gsnet.modeling.specialist import SpecialistEncoder
+
+    torch.manual_seed(7)
+    encoder = SpecialistEncoder(
+        arch="toy", feature_resolution=(4, 4), out_channels=32, guidance_channels=(16, 16)
+    ).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert encoder._in_place_ok(images)
+        fast = encoder(images)
+        monkeypatch.setattr(SpecialistEncoder, "_in_place_ok", lambda self, x: False)
+        plain = encoder(images)
+    torch.testing.assert_close(fast["dense"], plain["dense"], rtol=0, atol=0)
+    for a, b in zip(fast["guidance"], plain["guidance"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_generalist_in_place_blocks_equal_open_clip_blocks(monkeypatch):
+    torch.manual_seed(8)
+    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(16, 8))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert encoder._in_place_ok(encoder.clip.visual.transformer.resblocks[:-1], images)
+        fast = encoder(images)
+        monkeypatch.setattr(GeneralistEncoder, "_in_place_ok", lambda self, blocks, x: False)
+        plain = encoder(images)
+    torch.testing.assert_close(fast["dense"], plain["dense"], rtol=0, atol=0)
+    for a, b in zip(fast["guidance"], plain["guidance"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_encoders_keep_autograd_when_parameters_train():
+    torch.manual_seed(9)
+    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(16, 8))
+    images = torch.randn(1, 3, 64, 64)
+    assert not encoder._in_place_ok(encoder.clip.visual.transformer.resblocks[:-1], images)
+    encoder(images)["dense"].sum().backward()
+    assert encoder.clip.visual.transformer.resblocks[0].attn.v_proj_weight.grad is not None
+
+
+# ------------------------------------------------------------------ low precision
+def test_head_runs_in_fp32_under_autocast_at_inference(make_toy_cfg):
+    from detectron2.modeling import build_sem_seg_head
+
+    torch.manual_seed(10)
+    head = build_sem_seg_head(make_toy_cfg(), None).eval()
+    B, D = 2, 32
+    features = {
+        "dense": torch.randn(B, D, 4, 4).bfloat16(),
+        "guidance": [torch.randn(B, 32, 8, 8).bfloat16(), torch.randn(B, 16, 16, 16).bfloat16()],
+    }
+    text = F.normalize(torch.randn(3, D), dim=-1)
+    with torch.no_grad():
+        expected = head(
+            {
+                "dense": features["dense"].float(),
+                "guidance": [g.float() for g in features["guidance"]],
+            },
+            {
+                "dense": features["dense"].float(),
+                "guidance": [g.float() for g in features["guidance"]],
+            },
+            text,
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual = head(features, features, text)
+            head.fp32_at_inference = False
+            low = head(features, features, text)
+    assert actual.dtype == torch.float32
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    assert not torch.equal(low, expected)  # the bf16 head does differ
