@@ -88,6 +88,11 @@ def build_optimizer_param_groups(cfg, model):
     belongs to (by module identity) and the weight decay of the module that holds it.
     """
     solver = cfg.SOLVER
+    if not solver.BASE_LR > 0:
+        raise ValueError(
+            f"SOLVER.BASE_LR is {solver.BASE_LR}; it must be a positive learning rate (the "
+            "paper uses 0.0002). To keep the weights as they are, evaluate with --eval-only."
+        )
     clip_params = {id(p) for p in model.generalist.clip.parameters()}
     specialist = list(model.specialist.vit.parameters()) if model.specialist is not None else []
     specialist_params = {id(p) for p in specialist}

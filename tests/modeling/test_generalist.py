@@ -65,3 +65,28 @@ def test_dense_query_weight_gets_zero_gradient():
     encoder(torch.randn(1, 3, 64, 64))["dense"].sum().backward()
     q_grad = encoder.clip.visual.transformer.resblocks[-1].attn.q_proj_weight.grad
     assert q_grad is not None and torch.count_nonzero(q_grad) == 0
+
+
+def test_random_toy_text_tower_keeps_class_names_apart(monkeypatch):
+    # With open_clip's plain random init the names' embeddings are nearly parallel (the end
+    # token averages mostly the template), which stalls toy training; the toy's sharper random
+    # attention spreads them.
+    from gsnet.data.class_names import CLASS_JSON_DIR, load_class_names
+    from gsnet.modeling import generalist
+    from gsnet.modeling.text_queries import TextQueries
+
+    names = load_class_names(CLASS_JSON_DIR / "landdiscover.json")
+
+    def mean_cosine(scale):
+        spec = dict(generalist.CLIP_ARCHITECTURES["toy"], random_text_attention_scale=scale)
+        monkeypatch.setitem(generalist.CLIP_ARCHITECTURES, "toy", spec)
+        torch.manual_seed(0)
+        encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(0, 0))
+        with torch.no_grad():
+            text = TextQueries()(names, encoder.encode_text, device="cpu", use_cache=False)
+        cosine = text @ text.T
+        return cosine[~torch.eye(len(names), dtype=torch.bool)].mean().item()
+
+    assert generalist.CLIP_ARCHITECTURES["toy"]["random_text_attention_scale"] == 8.0
+    assert mean_cosine(8.0) < 0.35
+    assert mean_cosine(1.0) > 0.6

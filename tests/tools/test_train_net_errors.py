@@ -242,6 +242,16 @@ def test_unknown_config_key(train_net, capsys, repo_root, tmp_path, root):
     assert "The config does not load: Non-existent key: SOLVER.MAX_ITERS." in message
 
 
+@pytest.mark.parametrize("learning_rate", ["0.0", "-0.001"])
+def test_learning_rate_that_is_not_positive(
+    train_net, capsys, repo_root, tmp_path, root, learning_rate
+):
+    message = run_failing(
+        train_net, capsys, repo_root, tmp_path / "out", "SOLVER.BASE_LR", learning_rate
+    )
+    assert f"SOLVER.BASE_LR is {float(learning_rate)}; it must be a positive" in message
+
+
 def test_unknown_dataset_name(train_net, capsys, repo_root, tmp_path, root):
     message = run_failing(
         train_net, capsys, repo_root, tmp_path / "out", "DATASETS.TRAIN", "('LandDiscover',)"
