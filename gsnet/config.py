@@ -9,6 +9,16 @@ the code they map to role names ("dino" = the remote-sensing specialist encoder)
 import torch
 from detectron2.config import CfgNode
 
+# The paper's evaluation protocol: the four test sets (each with its own vocabulary), sliding
+# windows and 1 x 1 class pooling. ``tools/train_net.py --paper-evaluation`` (scripts/eval.sh),
+# tools/compare_precision.py and the benchmark's sliding phase apply it.
+PAPER_TEST_SETS = ("FloodNet", "FLAIR_test", "FAST_val", "potsdam_all")
+PAPER_EVALUATION_OVERRIDES = (
+    "DATASETS.TEST", str(PAPER_TEST_SETS),
+    "TEST.SLIDING_WINDOW", "True",
+    "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]",
+)  # fmt: skip
+
 
 def add_gsnet_config(cfg):
     """Add GSNet's keys to a Detectron2 config (in place)."""

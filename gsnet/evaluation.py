@@ -6,6 +6,8 @@ per-class IoU/ACC and boundary IoU over the metadata's ``stuff_classes``, ignori
 out of mIoU and mACC) with a NumPy-2-safe ground-truth reader and clear errors for predictions
 or labels that do not fit the dataset. :func:`write_results_table` gathers the results of the
 four test sets into one table (mIoU per set and their mean), as the paper reports them.
+:func:`compare_precisions` measures what low-precision inference changes: pixel agreement with
+fp32 and the mIoU of both.
 
 Shapes: a prediction is (C, H, W) scores with C <= the number of metadata classes (the model's
 vocabulary, len(class JSON), is a prefix of the metadata list) and H x W the ground-truth
@@ -19,6 +21,7 @@ import math
 import os
 
 import numpy as np
+import torch
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
@@ -27,7 +30,12 @@ from .errors import InputFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GSNetSemSegEvaluator", "load_label_map", "write_results_table"]
+__all__ = [
+    "GSNetSemSegEvaluator",
+    "compare_precisions",
+    "load_label_map",
+    "write_results_table",
+]
 
 # Summary metrics of Detectron2's sem_seg result dict, in table order.
 SUMMARY_METRICS = ("mIoU", "fwIoU", "mACC", "pACC")
@@ -217,3 +225,64 @@ def write_results_table(results, output_dir):
         f.write(table + "\n")
     logger.info("Results (%%), written to %s:\n%s", output_dir, table)
     return table
+
+
+def compare_precisions(
+    model, data_loader, dataset_name, precision, *, max_images=None, progress=None
+):
+    """Run every image in fp32 and under autocast to ``precision``; compare the predictions.
+
+    Args:
+        model: a GSNet in eval mode, its vocabulary set to the dataset's.
+        data_loader: a test loader of ``dataset_name`` (batches of dicts with "file_name").
+        dataset_name (str): the registered dataset (its metadata gives classes and ignore label).
+        precision (torch.dtype): torch.bfloat16 or torch.float16.
+        max_images (int or None): stop after this many images.
+        progress (callable or None): wraps the loader (e.g. tqdm) to show progress.
+
+    Returns:
+        dict: "images"; "pixel_agreement" and "labelled_pixel_agreement" (percent of all pixels
+        and of the pixels with a ground-truth class whose predicted class is the same in both
+        precisions); "mIoU_fp32", "mIoU_low" and "mIoU_difference" (low - fp32, points).
+    """
+    evaluators = {
+        dtype: GSNetSemSegEvaluator(dataset_name, distributed=False)
+        for dtype in (torch.float32, precision)
+    }
+    for evaluator in evaluators.values():
+        evaluator.reset()
+    reference = evaluators[torch.float32]
+    counts = np.zeros(4, dtype=np.int64)  # agreeing, pixels, agreeing labelled, labelled
+    images = 0
+    saved_precision = model.inference_precision
+    loader = progress(data_loader) if progress is not None else data_loader
+    try:
+        with torch.no_grad():
+            for inputs in loader:
+                predictions = {}
+                for dtype, evaluator in evaluators.items():
+                    model.inference_precision = dtype
+                    outputs = model(inputs)
+                    evaluator.process(inputs, outputs)
+                    predictions[dtype] = [o["sem_seg"].argmax(0).cpu().numpy() for o in outputs]
+                for x, high, low in zip(inputs, predictions[torch.float32], predictions[precision]):
+                    label = load_label_map(reference.input_file_to_gt_file[x["file_name"]])
+                    labelled = label != reference._ignore_label
+                    same = high == low
+                    counts += [same.sum(), same.size, same[labelled].sum(), labelled.sum()]
+                images += len(inputs)
+                if max_images is not None and images >= max_images:
+                    break
+    finally:
+        model.inference_precision = saved_precision
+    miou = {
+        dtype: evaluator.evaluate()["sem_seg"]["mIoU"] for dtype, evaluator in evaluators.items()
+    }
+    return {
+        "images": images,
+        "pixel_agreement": 100.0 * counts[0] / max(counts[1], 1),
+        "labelled_pixel_agreement": 100.0 * counts[2] / max(counts[3], 1),
+        "mIoU_fp32": miou[torch.float32],
+        "mIoU_low": miou[precision],
+        "mIoU_difference": miou[precision] - miou[torch.float32],
+    }

@@ -24,6 +24,4 @@ esac
 
 eval "set -- $opts"
 eval "exec \"\$python\" \"\$repo/tools/train_net.py\" --config-file \"\$config\" --eval-only \
-    --num-gpus \"\$gpus\" $launcher_flags OUTPUT_DIR \"\$output\" \
-    DATASETS.TEST \"('FloodNet', 'FLAIR_test', 'FAST_val', 'potsdam_all')\" \
-    TEST.SLIDING_WINDOW True MODEL.SEM_SEG_HEAD.POOLING_SIZES '[1, 1]' \"\$@\""
+    --paper-evaluation --num-gpus \"\$gpus\" $launcher_flags OUTPUT_DIR \"\$output\" \"\$@\""

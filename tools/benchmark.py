@@ -306,8 +306,9 @@ class GSNetTarget:
         cfg = self.cfg.clone()
         cfg.TEST.PRECISION = TEST_PRECISIONS[self.args.dtype]
         if phase == "sliding":
-            cfg.TEST.SLIDING_WINDOW = True
-            cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]  # the paper's evaluation setting
+            from gsnet.config import PAPER_EVALUATION_OVERRIDES
+
+            cfg.merge_from_list(list(PAPER_EVALUATION_OVERRIDES))
         elif phase == "plain":
             cfg.TEST.SLIDING_WINDOW = False
         torch.manual_seed(0)

@@ -5,10 +5,12 @@
     python tools/train_net.py --config-file configs/vitb_384.yaml --num-gpus 2 OUTPUT_DIR out \
         --resume    # continue a run (killed or finished) from its last complete checkpoint
     python tools/train_net.py --config-file configs/vitb_384.yaml --eval-only \
-        MODEL.WEIGHTS out/model_final.pth TEST.SLIDING_WINDOW True \
-        MODEL.SEM_SEG_HEAD.POOLING_SIZES "[1,1]"
+        --paper-evaluation MODEL.WEIGHTS out/model_final.pth
 
-``--num-gpus N`` starts N processes; on a machine without GPUs they run on the CPU (gloo).
+``--paper-evaluation`` applies the paper's evaluation protocol (the four test sets, sliding
+windows, 1 x 1 class pooling: gsnet.config.PAPER_EVALUATION_OVERRIDES) before the command
+line's KEY VALUE overrides. ``--num-gpus N`` starts N processes; on a machine without GPUs
+they run on the CPU (gloo).
 
 Errors in the input (config, dataset files, weight files, OUTPUT_DIR, a non-finite loss, a full
 disk) are reported as one line, ``train_net.py: error: <message>``, with exit status 2; ``--debug``
@@ -29,6 +31,7 @@ from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
 
 import gsnet
+from gsnet.config import PAPER_EVALUATION_OVERRIDES
 from gsnet.errors import ConfigError, user_error_message
 from gsnet.evaluation import write_results_table
 from gsnet.training import GSNetTrainer, check_output_dir
@@ -44,6 +47,8 @@ def setup(args):
     gsnet.add_gsnet_config(cfg)
     try:
         cfg.merge_from_file(args.config_file)
+        if args.paper_evaluation:
+            cfg.merge_from_list(list(PAPER_EVALUATION_OVERRIDES))
         cfg.merge_from_list(args.opts)
     except (OSError, KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -108,13 +113,25 @@ def main_reporting_errors(args):
         sys.exit(USER_ERROR_STATUS)
 
 
-def cli(argv=None):
+def argument_parser():
+    """Detectron2's argument parser with GSNet's flags."""
     parser = default_argument_parser()
     parser.add_argument(
         "--debug",
         action="store_true",
         help="show the traceback of errors in the input (also: GSNET_DEBUG=1)",
     )
+    parser.add_argument(
+        "--paper-evaluation",
+        action="store_true",
+        help="evaluate with the paper's protocol: the four test sets, sliding windows, 1x1 "
+        "class pooling (KEY VALUE overrides still apply after it)",
+    )
+    return parser
+
+
+def cli(argv=None):
+    parser = argument_parser()
     args = parser.parse_args(argv)
     args.debug = args.debug or os.environ.get("GSNET_DEBUG") == "1"
     if args.num_gpus > 1 and not torch.cuda.is_available():
