@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
@@ -245,13 +246,16 @@ def compare_precisions(
         and of the pixels with a ground-truth class whose predicted class is the same in both
         precisions); "mIoU_fp32", "mIoU_low" and "mIoU_difference" (low - fp32, points).
     """
+    if precision == torch.float32:
+        raise ValueError("compare_precisions compares fp32 with a lower precision, not itself.")
     evaluators = {
         dtype: GSNetSemSegEvaluator(dataset_name, distributed=False)
         for dtype in (torch.float32, precision)
     }
     for evaluator in evaluators.values():
         evaluator.reset()
-    reference = evaluators[torch.float32]
+    ground_truth_files = evaluators[torch.float32].input_file_to_gt_file
+    ignore_label = MetadataCatalog.get(dataset_name).ignore_label
     counts = np.zeros(4, dtype=np.int64)  # agreeing, pixels, agreeing labelled, labelled
     images = 0
     saved_precision = model.inference_precision
@@ -266,8 +270,8 @@ def compare_precisions(
                     evaluator.process(inputs, outputs)
                     predictions[dtype] = [o["sem_seg"].argmax(0).cpu().numpy() for o in outputs]
                 for x, high, low in zip(inputs, predictions[torch.float32], predictions[precision]):
-                    label = load_label_map(reference.input_file_to_gt_file[x["file_name"]])
-                    labelled = label != reference._ignore_label
+                    label = load_label_map(ground_truth_files[x["file_name"]])
+                    labelled = label != ignore_label
                     same = high == low
                     counts += [same.sum(), same.size, same[labelled].sum(), labelled.sum()]
                 images += len(inputs)

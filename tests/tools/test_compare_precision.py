@@ -64,6 +64,11 @@ def test_agreement_and_miou_of_both_precisions(toy_root, register_root):
     assert model.inference_precision == torch.float32  # restored
 
 
+def test_fp32_against_itself_is_refused():
+    with pytest.raises(ValueError, match="compares fp32 with a lower precision"):
+        compare_precisions(None, [], "FloodNet", torch.float32)
+
+
 def test_max_images_stops_early(toy_root, register_root):
     register_root(toy_root)
     metadata = MetadataCatalog.get("FloodNet")
