@@ -84,17 +84,16 @@ def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
             sizes = (8192,)
         else:
             sizes = (2048, 4096) if dtype == torch.float32 else (1024,)
+    product = F.linear if device.type == "cpu" and dtype != torch.float32 else torch.mm
     best = (0.0, None)
     for size in sizes:
         a = torch.randn(size, size, device=device).to(dtype)
         b = torch.randn(size, size, device=device).to(dtype)
-        bf16_cpu = device.type == "cpu" and dtype != torch.float32
-        for product in (F.linear,) if bf16_cpu else (torch.mm,):
-            run = functools.partial(product, a, b)
-            for _ in range(2):
-                run()
-            seconds = median(time_runs(run, device=device, repeats=repeats))
-            best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
+        run = functools.partial(product, a, b)
+        for _ in range(2):
+            run()
+        seconds = median(time_runs(run, device=device, repeats=repeats))
+        best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
     return best
 
 

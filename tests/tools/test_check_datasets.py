@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from gsnet.data.checks import check_dataset
-from gsnet.data.datasets import dataset_root_from_env, register_gsnet_datasets
 from gsnet.data.toy_datasets import make_toy_datasets
 
 
@@ -19,13 +18,12 @@ def clean_root(tmp_path_factory):
 
 
 @pytest.fixture
-def root(clean_root, tmp_path):
+def root(clean_root, tmp_path, register_root):
     """A private copy of the toy tree, registered; the default root is restored after."""
     copy = tmp_path / "root"
     shutil.copytree(clean_root, copy)
-    register_gsnet_datasets(str(copy))
-    yield copy
-    register_gsnet_datasets(dataset_root_from_env())
+    register_root(str(copy))
+    return copy
 
 
 @pytest.fixture
@@ -79,11 +77,9 @@ def test_unreadable_image(root):
     assert any("1 pair(s) cannot be read" in p for p in report.problems)
 
 
-def test_missing_dataset_prints_expected_tree(tmp_path, tool, capsys):
-    try:
-        assert tool.main(["--root", str(tmp_path), "--only", "FAST_val"]) == 1
-    finally:
-        register_gsnet_datasets(dataset_root_from_env())
+def test_missing_dataset_prints_expected_tree(tmp_path, tool, capsys, register_root):
+    # register_root restores the default registration after the tool re-registers.
+    assert tool.main(["--root", str(tmp_path), "--only", "FAST_val"]) == 1
     out = capsys.readouterr().out
     assert f"image folder {tmp_path}/FAST/val/images does not exist" in out
     assert "FAST/val/semlabels/*.png (or FAST/val/semlabels/gray/*.png)" in out
