@@ -21,7 +21,9 @@ cached per vocabulary), training FLOPs are forward + backward. The floor of a ph
 FLOPs divided by the measured peak of one large square matrix product on the same device
 and dtype; "x floor" is the measured time over that floor.
 Peak memory: the process's peak resident set on CPU (each phase runs in its own process
-unless --no-isolate), torch.cuda.max_memory_allocated on GPU.
+unless --no-isolate), torch.cuda.max_memory_allocated on GPU. Every process runs under the
+allocator policy of GSNet's tools (gsnet.allocator.keep_freed_memory; "env" in the JSON says
+whether it is in force).
 Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 """
 
@@ -109,9 +111,16 @@ def _sdpa_cpu_backward_flops(grad_shape, query_shape, key_shape, value_shape, *a
     return sdpa_backward_flop_count(grad_shape, query_shape, key_shape, value_shape)
 
 
+def _nnpack_convolution_flops(input_shape, weight_shape, *args, out_shape, **kwargs):
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(input_shape, weight_shape, out_shape)
+
+
 def flop_counter():
-    """FlopCounterMode that also counts the CPU fused attention kernels (not registered in
-    torch's table)."""
+    """FlopCounterMode that also counts the CPU fused attention kernels and NNPACK's convolution
+    (not registered in torch's table; a convolution counts the FLOPs of the direct method,
+    whatever algorithm computes it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
@@ -120,6 +129,7 @@ def flop_counter():
         custom_mapping={
             aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
             aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
+            aten._nnpack_spatial_convolution: _nnpack_convolution_flops,
         },
     )
 
@@ -493,7 +503,12 @@ def main(argv=None, *, target_class=GSNetTarget, script=__file__, description=__
     args = parse_args(argv, description)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from gsnet.allocator import keep_freed_memory
+
+    # Every target (also the published code in a side-by-side run) runs under the allocator
+    # policy of GSNet's tools, so that the comparison measures the models' code.
     report = {"target": target_class.name, "env": environment(args), "args": vars(args).copy()}
+    report["env"]["keep_freed_memory"] = keep_freed_memory()
     if not args.skip_peak:
         peak, size = matmul_peak_flops(args.device, DTYPES[args.dtype])
         report["matmul_peak_flops"], report["matmul_size"] = peak, size

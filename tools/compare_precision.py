@@ -24,6 +24,7 @@ from pathlib import Path
 from detectron2.data import MetadataCatalog
 from tqdm import tqdm
 
+from gsnet.allocator import keep_freed_memory
 from gsnet.config import PAPER_EVALUATION_OVERRIDES
 from gsnet.data.class_names import load_class_names
 from gsnet.evaluation import compare_precisions
@@ -71,6 +72,7 @@ def format_table(results, precision):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if not Path(args.weights).is_file():

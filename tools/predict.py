@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gsnet.allocator import keep_freed_memory
 from gsnet.predictor import (
     IMAGE_SUFFIXES,
     STATISTICS_FIELDS,
@@ -243,6 +244,7 @@ def fail(message):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     output = Path(args.output)
     try:

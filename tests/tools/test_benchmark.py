@@ -2,6 +2,12 @@
 
 import json
 
+import pytest
+import torch
+from torch import nn
+
+from gsnet.modeling.fusion import _fft_convolution_applies, embed
+
 
 def test_benchmark_reports_every_phase(load_tool, tmp_path, repo_root):
     benchmark = load_tool("benchmark")
@@ -16,3 +22,19 @@ def test_benchmark_reports_every_phase(load_tool, tmp_path, repo_root):
     for result in report["phases"].values():
         assert result["median_s"] > 0 and result["flops"] > 0 and result["peak_memory_gib"] > 0
         assert result["floor_s"] > 0 and result["images_per_s"] > 0
+
+
+def test_flop_count_of_a_convolution_does_not_depend_on_its_algorithm(load_tool):
+    """The fusion's FFT convolution (forward and input gradient) counts as the direct one."""
+    benchmark = load_tool("benchmark")
+    conv = nn.Conv2d(8, 4, 7, padding=3)
+    x = torch.randn(3, 8, 10, 10, requires_grad=True)
+    if not _fft_convolution_applies(x, conv):
+        pytest.skip("NNPACK is not available in this PyTorch build")
+
+    def step(forward):
+        forward(x).sum().backward()
+
+    direct = benchmark.count_flops(lambda: step(conv))
+    assert direct == 3 * 2 * 3 * 10 * 10 * 4 * 8 * 49  # forward, input and weight gradients
+    assert benchmark.count_flops(lambda: step(lambda x: embed(conv, x))) == direct
