@@ -263,6 +263,9 @@ def compare_precisions(
     try:
         with torch.no_grad():
             for inputs in loader:
+                # Checked here, not after an image, so that a progress bar counts the last one.
+                if max_images is not None and images >= max_images:
+                    break
                 predictions = {}
                 for dtype, evaluator in evaluators.items():
                     model.inference_precision = dtype
@@ -275,8 +278,6 @@ def compare_precisions(
                     same = high == low
                     counts += [same.sum(), same.size, same[labelled].sum(), labelled.sum()]
                 images += len(inputs)
-                if max_images is not None and images >= max_images:
-                    break
     finally:
         model.inference_precision = saved_precision
     miou = {
