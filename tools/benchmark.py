@@ -23,7 +23,7 @@ and dtype; "x floor" is the measured time over that floor.
 Peak memory: the process's peak resident set on CPU (each phase runs in its own process
 unless --no-isolate), torch.cuda.max_memory_allocated on GPU. Every process runs under the
 allocator policy of GSNet's tools (gsnet.allocator.keep_freed_memory; "env" in the JSON says
-whether it is in force).
+whether it was in force).
 Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 """
 
@@ -309,6 +309,14 @@ class GSNetTarget:
         self.args = args
         self.cfg = load_config(args.config, args.device, args.opts)
 
+    @staticmethod
+    def configure_process():
+        """Process-wide settings of GSNet's tools, before anything is built; returns whether
+        the allocator keeps freed memory (see gsnet.allocator)."""
+        from gsnet.allocator import keep_freed_memory
+
+        return keep_freed_memory()
+
     def build(self, phase):
         from detectron2.modeling import build_model
 
@@ -503,12 +511,8 @@ def main(argv=None, *, target_class=GSNetTarget, script=__file__, description=__
     args = parse_args(argv, description)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from gsnet.allocator import keep_freed_memory
-
-    # Every target (also the published code in a side-by-side run) runs under the allocator
-    # policy of GSNet's tools, so that the comparison measures the models' code.
     report = {"target": target_class.name, "env": environment(args), "args": vars(args).copy()}
-    report["env"]["keep_freed_memory"] = keep_freed_memory()
+    report["env"]["keep_freed_memory"] = target_class.configure_process()
     if not args.skip_peak:
         peak, size = matmul_peak_flops(args.device, DTYPES[args.dtype])
         report["matmul_peak_flops"], report["matmul_size"] = peak, size

@@ -19,6 +19,7 @@ def test_benchmark_reports_every_phase(load_tool, tmp_path, repo_root):
     report = json.loads(out.read_text())
     assert report["matmul_peak_flops"] > 0
     assert set(report["phases"]) == {"plain", "sliding", "train"}
+    assert report["env"]["keep_freed_memory"] is True  # the tools' allocator policy (glibc)
     for result in report["phases"].values():
         assert result["median_s"] > 0 and result["flops"] > 0 and result["peak_memory_gib"] > 0
         assert result["floor_s"] > 0 and result["images_per_s"] > 0
