@@ -59,15 +59,17 @@ class FFTConvolution(torch.autograd.Function):
 
 
 def _fft_convolution_applies(x, conv: nn.Conv2d) -> bool:
-    """Whether ``FFTConvolution`` computes ``conv(x)``: fp32 on CPU outside autocast, stride 1,
-    zero padding that keeps the size, and a kernel of 5 or more (NNPACK computes 3x3 kernels by
-    Winograd's method instead, which is less accurate)."""
+    """Whether ``FFTConvolution`` computes ``conv(x)``: fp32 on CPU outside autocast and
+    torch.compile (NNPACK's operator has no meta kernel to trace), stride 1, zero padding that
+    keeps the size, and a kernel of 5 or more (NNPACK computes 3x3 kernels by Winograd's method
+    instead, which is less accurate)."""
     kernel = conv.kernel_size
     return (
         x.device.type == "cpu"
         and x.dtype == conv.weight.dtype == torch.float32
         and x.dim() == 4
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
         and min(kernel) >= 5
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
@@ -171,8 +173,8 @@ class CostVolumeFusion(nn.Module):
             specialist_embed = torch.sigmoid(
                 embed_volume(self.specialist_embed, cost_volume(specialist, text))
             )
-            both = torch.cat([generalist_embed, specialist_embed], 1)
-            fused = torch.sigmoid(embed(self.fuse, both))
+            stream_embeds = torch.cat([generalist_embed, specialist_embed], 1)
+            fused = torch.sigmoid(embed(self.fuse, stream_embeds))
             out = fused + generalist_embed
         elif self.mode == "simple_concatenation":
             stacked = torch.cat(

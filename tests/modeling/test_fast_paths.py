@@ -348,7 +348,7 @@ def test_fft_convolution_equals_the_convolution_and_its_gradients(in_channels):
         torch.testing.assert_close(actual, reference.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_fft_convolution_only_where_it_applies():
+def test_fft_convolution_only_where_it_applies(monkeypatch):
     x = torch.randn(2, 3, 8, 8)
     seven = torch.nn.Conv2d(3, 4, 7, padding=3)
     assert _fft_convolution_applies(x, seven)
@@ -359,3 +359,6 @@ def test_fft_convolution_only_where_it_applies():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _fft_convolution_applies(x, seven)
         assert embed(seven, x).dtype == torch.bfloat16  # the autocast convolution
+    # torch.compile cannot trace NNPACK's operator (no meta kernel): it gets the convolution.
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not _fft_convolution_applies(x, seven)
