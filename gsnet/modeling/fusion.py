@@ -29,7 +29,6 @@ class FFTConvolution(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding):
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
-        ctx.has_bias = bias is not None
         return torch._nnpack_spatial_convolution(x, weight, bias, padding)
 
     @staticmethod
@@ -37,23 +36,24 @@ class FFTConvolution(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
         grad_output = grad_output.contiguous()
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
+        if needs_x:
             flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
             grad_x = torch._nnpack_spatial_convolution(grad_output, flipped, None, ctx.padding)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        if needs_weight or needs_bias:
             _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad_output,
                 x,
                 weight,
-                [weight.shape[0]] if ctx.has_bias else None,
+                [weight.shape[0]] if needs_bias else None,
                 [1, 1],
                 list(ctx.padding),
                 [1, 1],
                 False,
                 [0, 0],
                 1,
-                [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
+                [False, needs_weight, needs_bias],
             )
         return grad_x, grad_weight, grad_bias, None
 
