@@ -306,11 +306,6 @@ def clip_state_dict_from_source(source: str, open_clip_name: str | None):
             f"CLIP weight file not found: {source} (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS). Give an "
             "existing file, an open_clip pretrained tag such as 'openai', or 'random'."
         )
-    if open_clip_name is None:
-        raise ConfigError(
-            f"CLIP weights {source!r}: not a file, and this CLIP architecture has no open_clip "
-            "pretrained tags. Give MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS as a file path or 'random'."
-        )
     import open_clip
 
     try:
@@ -328,10 +323,7 @@ def load_clip_weights(generalist, source: str):
     """Load CLIP weights into ``generalist.clip``: packed in-projections are split into q/k/v,
     and the parameters OpenAI's loader keeps in fp16 are rounded through fp16 (exact for
     OpenAI's own fp16 file; fp32 weights from elsewhere then match the published model)."""
-    from .modeling.generalist import CLIP_ARCHITECTURES
-
-    open_clip_name = CLIP_ARCHITECTURES[generalist.arch]["open_clip_name"]
-    state = clip_state_dict_from_source(source, open_clip_name)
+    state = clip_state_dict_from_source(source, generalist.open_clip_name)
     converted = {}
     for key, value in state.items():
         if key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
@@ -344,21 +336,51 @@ def load_clip_weights(generalist, source: str):
     converted = {
         k: v.half().float() if _FP16_ROUNDED.search(k) else v.float() for k, v in converted.items()
     }
-    _load_strict(generalist.clip, converted, f"CLIP weights {source!r}")
+    _load_strict(generalist.clip, converted, f"CLIP weights {source!r} for {generalist.arch}")
 
 
-def load_specialist_weights(specialist, path: str):
-    """Load a DINO-style checkpoint into ``specialist.vit``: an optional "teacher" entry, and
-    "module."/"backbone." prefixes are stripped; DINO's projection head is ignored; every
-    backbone key must be present."""
-    state = _read_file(path, "Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)")
-    if isinstance(state, dict) and "teacher" in state:
-        state = state["teacher"]
-    if not isinstance(state, dict):
-        raise ValueError(f"Specialist weight file {path} holds no state dict")
-    state = {k.replace("module.", "").replace("backbone.", ""): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    _load_strict(specialist.vit, state, f"specialist weights {path}")
+# The value of DINO_WEIGHTS that asks for timm's pretrained weights of the architecture.
+TIMM_PRETRAINED = "timm"
+
+
+def _timm_pretrained_state_dict(timm_name: str):
+    import timm
+
+    try:
+        return timm.create_model(timm_name, pretrained=True, num_classes=0).state_dict()
+    except Exception as error:
+        raise ConfigError(
+            f"Could not get timm's pretrained weights of {timm_name!r} "
+            f"(MODEL.SEM_SEG_HEAD.DINO_WEIGHTS 'timm'): {str(error).splitlines()[0]}. Without "
+            "internet, save them elsewhere (timm.create_model(name, pretrained=True)"
+            ".state_dict()) and set DINO_WEIGHTS to that file."
+        ) from error
+
+
+def load_specialist_weights(specialist, source: str):
+    """Load pretrained weights into ``specialist.pretrained_module`` (the timm model): a
+    DINO-style checkpoint (an optional "teacher" entry, "module."/"backbone." prefixes are
+    stripped, DINO's projection head is ignored), a timm state dict (optionally under "model" or
+    "state_dict"), or "timm" for timm's pretrained weights. Every backbone key must be present."""
+    arch = getattr(specialist, "arch", type(specialist).__name__)
+    if source == TIMM_PRETRAINED:
+        state = _timm_pretrained_state_dict(specialist.timm_name)
+    else:
+        state = _read_file(
+            source, "Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)"
+        )
+        for wrapper in ("teacher", "model", "state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+        if not isinstance(state, dict):
+            raise InputFileError(
+                f"Specialist weight file {source} holds a {type(state).__name__}, not a state "
+                "dict (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)."
+            )
+        state = {k.replace("module.", "").replace("backbone.", ""): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    _load_strict(specialist.pretrained_module, state, f"Specialist weights {source} for {arch}")
 
 
 def describe_key_mismatch(expected, state):
@@ -383,7 +405,10 @@ def describe_key_mismatch(expected, state):
 def _load_strict(module, state, what):
     mismatch = describe_key_mismatch(module.state_dict(), state)
     if mismatch:
-        raise ValueError(f"{what} do not fit the model.\n{mismatch}")
+        raise InputFileError(
+            f"{what} do not fit that backbone (is the file for another architecture? check "
+            f"MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED / DINO_ARCH).\n{mismatch}"
+        )
     module.load_state_dict(state)
     logger.info("Loaded %s (%d tensors).", what, len(state))
 

@@ -70,13 +70,19 @@ def add_gsnet_config(cfg):
     cfg.MODEL.PROMPT_ENSEMBLE_TYPE = "single"
 
     # ---------------------------------------------------------------- model: generalist (CLIP)
-    # CLIP architecture: "ViT-B/16" (paper), "ViT-L/14@336px", or "toy" (a narrow 4-layer
-    # CLIP for tests and the toy default; same code paths).
+    # Registered generalist encoder (gsnet.modeling.generalist.GENERALIST_REGISTRY).
+    head.GENERALIST_ENCODER = "CLIPGeneralistEncoder"
+    # CLIP architecture: the published "ViT-B/16" (paper), "ViT-L/14@336px", "toy" (a narrow
+    # CLIP for tests and the toy default), or any open_clip model name with a ViT image tower
+    # ("ViT-B-32", "ViT-L-14", ...; open_clip.list_models()).
     head.CLIP_PRETRAINED = "ViT-B/16"
     # Where CLIP's weights come from when training starts: an open_clip pretrained tag
     # ("openai", downloaded where internet exists), a local file (OpenAI's JIT archive or an
     # open_clip state dict), or "random" (toy runs). Not needed with MODEL.WEIGHTS.
     head.CLIP_WEIGHTS = "openai"
+    # Pixels (h, w) the generalist encodes; the cost-volume grid is this / the patch size.
+    # Empty: FEATURE_RESOLUTION x patch if that is set, else the architecture's own size.
+    head.GENERALIST_INPUT_SIZE = []
     # Which CLIP parameters train: "attention" (query and value projection weights of every
     # attention block, image and text towers: the paper), "full" (every transformer-block
     # parameter), "prompt" (visual prompt tokens only), "freezeIMG" (text-tower q/v only),
@@ -88,12 +94,21 @@ def add_gsnet_config(cfg):
     head.PROMPT_LENGTH = 0
 
     # ---------------------------------------------------------------- model: specialist (RSIB)
-    # Specialist architecture: "vit_base_patch8" (ViT-B/8, DINO layout: the paper) or "toy".
+    # Registered specialist encoder (gsnet.modeling.specialist.SPECIALIST_REGISTRY).
+    head.SPECIALIST_ENCODER = "TimmSpecialistEncoder"
+    # Specialist architecture: the published "vit_base_patch8" (ViT-B/8, DINO layout: the
+    # paper), "toy", or any timm ViT name ("vit_base_patch14_dinov2",
+    # "vit_base_patch14_reg4_dinov2", "vit_large_patch16_dinov3", ...).
     head.DINO_ARCH = "vit_base_patch8"
-    # DINO-style checkpoint of the remote-sensing specialist, needed when training starts;
-    # empty: the environment variable RSIB_CKPT (the published code's only way); "random":
-    # random initialisation (toy runs). Not needed with MODEL.WEIGHTS.
+    # Specialist weights, needed when training starts: a DINO-style checkpoint or a timm state
+    # dict (a file), "timm" (timm's pretrained weights of DINO_ARCH, e.g.
+    # "vit_large_patch16_dinov3.sat493m"; downloaded where internet exists), "random" (toy
+    # runs), or empty: the environment variable RSIB_CKPT (the published code's only way). Not
+    # needed with MODEL.WEIGHTS.
     head.DINO_WEIGHTS = ""
+    # Pixels (h, w) the specialist encodes; its token grid must be a whole multiple or
+    # fraction of the cost-volume grid. Empty: the generalist's input size.
+    head.SPECIALIST_INPUT_SIZE = []
     # Which specialist parameters train: "freeze" (paper), "attention" (qkv weights and the
     # positional embedding), "full".
     head.DINO_FINETUNE = "freeze"
@@ -103,17 +118,19 @@ def add_gsnet_config(cfg):
     # the single-stream ablations).
     head.USE_CLIP_CORR = True
     head.USE_DINO_CORR = True
-    # How the two streams meet: "query_guided" (paper), "simple_concatenation" (image and
-    # text features concatenated, one 7x7 conv) or "fusion_query" (features fused by a 1x1
-    # conv, then one cost volume).
+    # Registered fusion of the two streams (gsnet.modeling.fusion.FUSION_REGISTRY):
+    # "query_guided" (paper), "simple_concatenation" (image and text features concatenated,
+    # one 7x7 conv) or "fusion_query" (features fused by a 1x1 conv, then one cost volume).
     head.FUSION_TYPE = "query_guided"
 
     # ---------------------------------------------------------------- model: aggregation
-    # Text guidance: template-averaged text embedding (TEXT_GUIDANCE_DIM) -> Linear -> ReLU.
-    head.TEXT_GUIDANCE_DIM = 512
+    # Text guidance: template-averaged text embedding -> Linear -> ReLU; appearance guidance:
+    # dense generalist feature -> 3x3 conv -> ReLU. The input widths (*_GUIDANCE_DIM) are the
+    # generalist's embedding width: -1 derives them, 0 turns that guidance off, any other value
+    # must equal the derived one (published YAMLs set 512).
+    head.TEXT_GUIDANCE_DIM = -1
     head.TEXT_GUIDANCE_PROJ_DIM = 128
-    # Appearance guidance: dense CLIP feature (APPEARANCE_GUIDANCE_DIM) -> 3x3 conv -> ReLU.
-    head.APPEARANCE_GUIDANCE_DIM = 512
+    head.APPEARANCE_GUIDANCE_DIM = -1
     head.APPEARANCE_GUIDANCE_PROJ_DIM = 128
     # Aggregator layers (spatial Swin blocks + class attention), heads and width.
     head.NUM_LAYERS = 4
@@ -121,21 +138,28 @@ def add_gsnet_config(cfg):
     head.HIDDEN_DIMS = 128
     # Average pooling before class aggregation ([1, 1] with sliding-window evaluation).
     head.POOLING_SIZES = [6, 6]
-    # Grid of the cost volume (CLIP tokens per side); the encoders' input sizes derive from it.
-    head.FEATURE_RESOLUTION = [24, 24]
+    # Grid of the cost volume (generalist tokens per side): the published way to set the
+    # generalist's input size (grid x patch). Empty: derived from GENERALIST_INPUT_SIZE; set
+    # together with it, the two must agree.
+    head.FEATURE_RESOLUTION = []
     # Swin window size of the spatial aggregation (the second block is shifted by half).
     head.WINDOW_SIZES = 12
     # Class aggregation attention: "linear" (paper) or "full" (softmax).
     head.ATTENTION_TYPE = "linear"
 
     # ---------------------------------------------------------------- model: decoder
+    # Registered decoder (gsnet.modeling.decoder.DECODER_REGISTRY).
+    head.DECODER_NAME = "RIPDecoder"
     # Channels of the two up-sampling blocks of the Residual Information Preservation Decoder.
     head.DECODER_DIMS = [64, 32]
-    # Input channels of the decoder-guidance projections (both streams).
-    head.DECODER_GUIDANCE_DIMS = [256, 128]
+    # Input channels of the decoder-guidance projections: the encoders' guidance widths
+    # (DECODER_*_GUIDANCE_DIMS below). Empty: derived; set (published YAMLs), it must agree.
+    head.DECODER_GUIDANCE_DIMS = []
+    # Published key that nothing reads (each stream has its own *_PROJ_DIMS below).
     head.DECODER_GUIDANCE_PROJ_DIMS = [32, 16]
-    # Per-stream decoder guidance: channels before/after projection. [0, 0] for both keys of a
-    # stream removes that stream's guidance (ablation). The published defaults have no CLIP
+    # Per-stream decoder guidance: channels of the encoder's guidance maps (2x and 4x the
+    # cost-volume grid) and after the decoder's projection. [0, 0] for both keys of a stream
+    # removes that stream's guidance (ablation). The published defaults have no CLIP
     # guidance; configs/Base-GSNet.yaml turns it on.
     head.DECODER_CLIP_GUIDANCE_DIMS = [0, 0]
     head.DECODER_CLIP_GUIDANCE_PROJ_DIMS = [0, 0]

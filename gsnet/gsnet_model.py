@@ -4,8 +4,6 @@ Shapes: B images, T classes, D the joint width (512), H x W the cost-volume grid
 logits come out at 4H x 4W (96 x 96).
 """
 
-import logging
-
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_sem_seg_head
@@ -15,56 +13,19 @@ from torch.nn import functional as F
 
 from .data.class_names import load_class_names
 from .inference import check_window_geometry, sliding_window_inference, whole_image_inference
-from .modeling.generalist import GeneralistEncoder
-from .modeling.specialist import SpecialistEncoder
+from .modeling.encoder import DENSE, Encoder
+from .modeling.fast_paths import OneHotBinaryCrossEntropy
+from .modeling.generalist import build_generalist
+from .modeling.specialist import build_specialist
 from .modeling.text_queries import TextQueries
 
-__all__ = ["GSNet", "set_finetuning"]
+__all__ = ["GSNet"]
 
-logger = logging.getLogger(__name__)
-
-CLIP_FINETUNE_MODES = ("attention", "full", "prompt", "freezeIMG", "frozen")
-SPECIALIST_FINETUNE_MODES = ("freeze", "attention", "full")
 INFERENCE_PRECISIONS = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-
-def set_finetuning(generalist, specialist, *, clip_finetune: str, specialist_finetune: str):
-    """Set ``requires_grad`` of the encoders' parameters as the published code does.
-
-    CLIP (matched on parameter names relative to the CLIP model):
-      - "attention": in both towers only the attention blocks' q and v projection WEIGHTS;
-      - "full": every parameter under a "transformer" (the blocks of both towers);
-      - "prompt": visual prompt tokens only;
-      - "freezeIMG": the text tower's q/v weights and its positional embedding;
-      - anything else: frozen.
-    Specialist: "attention" trains the qkv weights and the positional embedding, "full"
-    everything, "freeze" nothing. GSNet's own layers in the encoders always train.
-    """
-    for name, param in generalist.clip.named_parameters():
-        is_qv = "attn" in name and ("q_proj" in name or "v_proj" in name)
-        if clip_finetune == "freezeIMG":
-            trainable = not name.startswith("visual") and (is_qv or "position" in name)
-        elif "transformer" not in name:
-            trainable = False
-        elif clip_finetune == "attention":
-            trainable = is_qv
-        elif clip_finetune == "full":
-            trainable = True
-        elif clip_finetune == "prompt":
-            trainable = "prompt" in name
-        else:
-            trainable = False
-        param.requires_grad = trainable
-    if specialist is not None:
-        for name, param in specialist.vit.named_parameters():
-            if specialist_finetune == "attention":
-                param.requires_grad = "attn.qkv.weight" in name or "pos_embed" in name
-            else:
-                param.requires_grad = specialist_finetune == "full"
 
 
 @META_ARCH_REGISTRY.register()
@@ -77,8 +38,8 @@ class GSNet(nn.Module):
     def __init__(
         self,
         *,
-        generalist: GeneralistEncoder,
-        specialist: SpecialistEncoder | None,
+        generalist: Encoder,
+        specialist: Encoder | None,
         use_generalist_image: bool,
         text_queries: TextQueries,
         sem_seg_head: nn.Module,
@@ -97,8 +58,10 @@ class GSNet(nn.Module):
     ):
         """
         Args:
-            generalist: the CLIP encoder (its text tower is always used).
-            specialist: the remote-sensing encoder, or None (single-stream ablation).
+            generalist: the generalist encoder (its text tower is always used); see
+                gsnet/modeling/generalist.py.
+            specialist: the specialist encoder, or None (single-stream ablation); see
+                gsnet/modeling/specialist.py.
             use_generalist_image: whether CLIP's image features feed the cost volume.
             text_queries: class names -> text embeddings.
             sem_seg_head: fusion + aggregation + decoder.
@@ -147,40 +110,17 @@ class GSNet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         head = cfg.MODEL.SEM_SEG_HEAD
-        if head.CLIP_FINETUNE not in CLIP_FINETUNE_MODES:
-            logger.info("CLIP_FINETUNE=%r: CLIP is frozen.", head.CLIP_FINETUNE)
-        if head.DINO_FINETUNE not in SPECIALIST_FINETUNE_MODES:
-            raise ValueError(
-                f"Unknown MODEL.SEM_SEG_HEAD.DINO_FINETUNE {head.DINO_FINETUNE!r}; choose one "
-                f"of {SPECIALIST_FINETUNE_MODES}."
-            )
         if head.PROMPT_LENGTH > 0:
             raise ValueError(
                 "Visual prompt tuning (MODEL.SEM_SEG_HEAD.PROMPT_LENGTH > 0) is not supported: "
                 "set PROMPT_LENGTH 0 (the paper's setting)."
             )
-        resolution = tuple(head.FEATURE_RESOLUTION)
-        generalist = GeneralistEncoder(
-            arch=head.CLIP_PRETRAINED,
-            feature_resolution=resolution,
-            guidance_channels=tuple(head.DECODER_CLIP_GUIDANCE_DIMS)
-            if head.USE_CLIP_CORR
-            else (0, 0),
-        )
+        generalist = build_generalist(cfg)
+        shapes = {"generalist": generalist.output_shape(), "specialist": None}
         specialist = None
         if head.USE_DINO_CORR:
-            specialist = SpecialistEncoder(
-                arch=head.DINO_ARCH,
-                feature_resolution=resolution,
-                out_channels=generalist.embed_dim,
-                guidance_channels=tuple(head.DECODER_DINO_GUIDANCE_DIMS),
-            )
-        set_finetuning(
-            generalist,
-            specialist,
-            clip_finetune=head.CLIP_FINETUNE,
-            specialist_finetune=head.DINO_FINETUNE,
-        )
+            specialist = build_specialist(cfg, shapes["generalist"][DENSE])
+            shapes["specialist"] = specialist.output_shape()
         train_class_names = load_class_names(head.TRAIN_CLASS_JSON)
         if head.NUM_CLASSES != len(train_class_names):
             raise ValueError(
@@ -193,7 +133,7 @@ class GSNet(nn.Module):
             "specialist": specialist,
             "use_generalist_image": head.USE_CLIP_CORR,
             "text_queries": TextQueries(prompt_ensemble_type=cfg.MODEL.PROMPT_ENSEMBLE_TYPE),
-            "sem_seg_head": build_sem_seg_head(cfg, None),
+            "sem_seg_head": build_sem_seg_head(cfg, shapes),
             "train_class_names": train_class_names,
             "test_class_names": load_class_names(head.TEST_CLASS_JSON),
             "pixel_mean": cfg.MODEL.CLIP_PIXEL_MEAN,
@@ -355,40 +295,3 @@ def segmentation_loss(logits, targets, *, ignore_value, include_ignored=True):
             "MODEL.SEM_SEG_HEAD.IGNORE_VALUE / TRAIN_CLASS_JSON."
         )
     return OneHotBinaryCrossEntropy.apply(logits, targets, valid, include_ignored)
-
-
-class OneHotBinaryCrossEntropy(torch.autograd.Function):
-    """Mean binary cross-entropy of (B, T, H, W) logits against one-hot targets.
-
-    Per element, BCE(x, y) = softplus(x) - y x, so the loss is
-    (sum of softplus over the counted pixels' logits - sum of each labelled pixel's logit of
-    its class) / (counted pixels x T), and its gradient is (sigmoid(x) - one_hot) / count on
-    the counted pixels. Computed in the logits' own (B, T, H, W) layout, this replaces the
-    published permute, one-hot scatter and masked copies (about 8 full-size temporaries; 1.5 s
-    of a 22 s CPU training step of the paper model) by two passes; the values agree with
-    ``F.binary_cross_entropy_with_logits`` up to float rounding. A batch without counted pixels
-    has loss 0 and no gradient (the published mean over no element is NaN).
-    """
-
-    @staticmethod
-    def forward(ctx, logits, targets, valid, include_ignored):
-        labels = torch.where(valid, targets, 0).unsqueeze(1)
-        weight = valid.unsqueeze(1).to(logits.dtype)
-        per_pixel = F.softplus(logits).sum(1, keepdim=True)
-        if not include_ignored:
-            per_pixel = per_pixel * weight
-        counted = per_pixel.numel() if include_ignored else int(valid.sum())
-        labelled = (logits.gather(1, labels) * weight).sum()
-        count = max(counted, 1) * logits.shape[1]
-        ctx.save_for_backward(logits, labels, weight)
-        ctx.include_ignored, ctx.count = include_ignored, count
-        return (per_pixel.sum() - labelled) / count
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        logits, labels, weight = ctx.saved_tensors
-        grad = torch.sigmoid(logits)
-        if not ctx.include_ignored:
-            grad.mul_(weight)
-        grad.scatter_add_(1, labels, -weight)
-        return grad.mul_(grad_output / ctx.count), None, None, None

@@ -93,8 +93,12 @@ def build_optimizer_param_groups(cfg, model):
             f"SOLVER.BASE_LR is {solver.BASE_LR}; it must be a positive learning rate (the "
             "paper uses 0.0002). To keep the weights as they are, evaluate with --eval-only."
         )
-    clip_params = {id(p) for p in model.generalist.clip.parameters()}
-    specialist = list(model.specialist.vit.parameters()) if model.specialist is not None else []
+    clip_params = {id(p) for p in model.generalist.pretrained_module.parameters()}
+    specialist = (
+        list(model.specialist.pretrained_module.parameters())
+        if model.specialist is not None
+        else []
+    )
     specialist_params = {id(p) for p in specialist}
     if any(p.requires_grad for p in specialist) and solver.BACKBONE_MULTIPLIER == 0:
         raise ValueError(

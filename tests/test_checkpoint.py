@@ -98,14 +98,9 @@ def test_clip_weights_from_an_open_clip_state_dict(tmp_path, make_toy_model):
 
     from gsnet.modeling.generalist import CLIP_ARCHITECTURES
 
-    spec = CLIP_ARCHITECTURES["toy"]
+    spec = CLIP_ARCHITECTURES["toy"]["model_kwargs"]
     torch.manual_seed(0)
-    reference = open_clip.model.CLIP(
-        embed_dim=spec["embed_dim"],
-        vision_cfg=spec["vision_cfg"],
-        text_cfg=spec["text_cfg"],
-        quick_gelu=True,
-    )
+    reference = open_clip.model.CLIP(**spec, quick_gelu=True)
     path = tmp_path / "clip.pt"
     torch.save(reference.state_dict(), path)
     model = make_toy_model()

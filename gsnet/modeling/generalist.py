@@ -1,93 +1,84 @@
-"""The generalist stream: CLIP (open_clip) wrapped for GSNet.
+"""The generalist stream: CLIP (open_clip) wrapped for GSNet, and the generalist registry.
 
 Shapes: B images, L tokens, E CLIP width (768 for ViT-B/16), D joint embedding (512),
 H x W the token grid (24 x 24 at the paper's 384 x 384 input).
 
-What the wrapper changes with respect to open_clip's CLIP (each reproduces the published code):
+Any open_clip model with a plain ViT image tower can be the generalist, by its open_clip name
+(``ViT-B-16-quickgelu``, ``ViT-L-14-336-quickgelu``, ``ViT-B-32``, ``ViT-L-14``, ...) or by one of
+the published names in ``CLIP_ARCHITECTURES``. What the wrapper changes with respect to
+open_clip's CLIP (each reproduces the published code):
 - every attention block holds separate q/k/v projection weights (``SplitQKVAttention``), so the
   "attention" fine-tuning mode trains the query and value weights alone;
 - the positional grid is resized with plain bicubic interpolation (no antialiasing);
 - the last image block runs in CAT-Seg's "dense" mode: value projection, output projection, the
   CLS token's block input as residual, then the MLP, so every token keeps its own content;
 - ln_post and the projection apply to every token;
-- the raw outputs of two intermediate blocks are returned as named features.
+- the raw outputs of the blocks at a third and two thirds of the depth become decoder guidance.
 """
 
+import contextlib
+import logging
+from fractions import Fraction
+
 import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.utils.registry import Registry
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CLIP_ARCHITECTURES", "GeneralistEncoder", "SplitQKVAttention", "build_clip"]
+from ..errors import ConfigError
+from .encoder import DENSE, GUIDANCE, GUIDANCE_SCALES, Encoder, resampling_conv, token_grid
+from .fast_paths import blocks_in_place
 
+__all__ = [
+    "CLIP_ARCHITECTURES",
+    "GENERALIST_REGISTRY",
+    "CLIPGeneralistEncoder",
+    "SplitQKVAttention",
+    "build_clip",
+    "build_generalist",
+    "open_clip_model_name",
+]
 
-def runs_without_autograd(module: nn.Module, x: torch.Tensor) -> bool:
-    """True when ``module`` applied to ``x`` records no autograd graph and no autocast is on,
-    so its blocks may run in place (inference, or a frozen encoder in training)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return False
-    if not torch.is_grad_enabled():
-        return True
-    return not x.requires_grad and not any(p.requires_grad for p in module.parameters())
+GENERALIST_REGISTRY = Registry("GENERALIST_ENCODER")
+GENERALIST_REGISTRY.__doc__ = """
+Registry of generalist encoders: the open-vocabulary stream, which also encodes the class names.
+Selected by MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER; an entry is called with the config,
+``entry(cfg)``, and returns an ``Encoder`` (gsnet/modeling/encoder.py) whose output has the
+"dense" map in the text embedding space (and optionally the two decoder guidance maps), with in
+addition:
 
+- ``encode_text(tokens) -> (N, D)``: CLIP token ids (N, 77) to (not normalised) text embeddings;
+- ``embed_dim``: D, the width of the joint image/text space.
+"""
 
-def buffered_linear(buffers: dict, key: str, x, weight, bias):
-    """F.linear(x, weight, bias) written into a buffer reused from block to block (no autograd).
+CLIP_FINETUNE_MODES = ("attention", "full", "prompt", "freezeIMG", "frozen")
 
-    Each fresh large tensor costs page faults on first touch (about a third of a millisecond per
-    MB on the 2-core test machine); reusing buffers keeps the encoders' activations resident.
-    The product is the same addmm call as F.linear's, so the numbers are identical.
-    """
-    rows = x.numel() // x.shape[-1]
-    out = buffers.get(key)
-    if out is None or out.shape != (rows, weight.shape[0]) or out.dtype != x.dtype:
-        out = buffers[key] = x.new_empty(rows, weight.shape[0])
-    torch.addmm(bias, x.reshape(rows, -1), weight.t(), out=out)
-    return out.view(*x.shape[:-1], weight.shape[0])
-
-
-# Named CLIP architectures: open_clip model configs (QuickGELU, as OpenAI's weights use). "toy"
-# is a narrow CLIP for the tests and the toy default (same code paths, random weights).
+# The published names of MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED, as open_clip models (QuickGELU, as
+# OpenAI's weights use). Any other value is taken as an open_clip model name. "toy" is a narrow
+# CLIP for the tests and the toy default (same code paths, random weights).
 CLIP_ARCHITECTURES = {
-    "ViT-B/16": {
-        "open_clip_name": "ViT-B-16-quickgelu",
-        "embed_dim": 512,
-        "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 512,
-            "heads": 8,
-            "layers": 12,
-        },
-    },
-    "ViT-L/14@336px": {
-        "open_clip_name": "ViT-L-14-336-quickgelu",
-        "embed_dim": 768,
-        "vision_cfg": {"image_size": 336, "layers": 24, "width": 1024, "patch_size": 14},
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 768,
-            "heads": 12,
-            "layers": 12,
-        },
-    },
+    "ViT-B/16": {"open_clip_name": "ViT-B-16-quickgelu"},
+    "ViT-L/14@336px": {"open_clip_name": "ViT-L-14-336-quickgelu"},
     "toy": {
-        "open_clip_name": None,
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 64,
-            "layers": 6,
-            "width": 64,
-            "patch_size": 16,
-            "head_width": 32,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 2,
+        "open_clip_name": "ViT-B-16-quickgelu",
+        "model_kwargs": {
+            "embed_dim": 32,
+            "vision_cfg": {
+                "image_size": 64,
+                "layers": 6,
+                "width": 64,
+                "patch_size": 16,
+                "head_width": 32,
+            },
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": 32,
+                "heads": 2,
+                "layers": 2,
+            },
         },
         # A random text tower maps every class name to nearly the same vector (its end token
         # averages mostly the template's tokens: mean cosine 0.7 between the 40 LD50K names),
@@ -97,6 +88,23 @@ CLIP_ARCHITECTURES = {
         "random_text_attention_scale": 8.0,
     },
 }
+
+
+def open_clip_model_name(arch: str) -> str:
+    """The open_clip model name of a CLIP_PRETRAINED value (a published name or an open_clip
+    name); an unknown name is a ConfigError listing the choices."""
+    import open_clip
+
+    if arch in CLIP_ARCHITECTURES:
+        return CLIP_ARCHITECTURES[arch]["open_clip_name"]
+    if arch in open_clip.list_models():
+        return arch
+    raise ConfigError(
+        f"Unknown CLIP architecture {arch!r} (MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED): give one of "
+        f"{sorted(CLIP_ARCHITECTURES)} or an open_clip model name with a ViT image tower, "
+        "e.g. ViT-B-16-quickgelu, ViT-L-14-336-quickgelu, ViT-B-32, ViT-L-14 "
+        "(open_clip.list_models() lists all)."
+    )
 
 
 class SplitQKVAttention(nn.Module):
@@ -147,23 +155,50 @@ class SplitQKVAttention(nn.Module):
         return F.linear(x, self.v_proj_weight, self.in_proj_bias[2 * self.embed_dim :])
 
 
-def build_clip(arch: str) -> nn.Module:
-    """An open_clip CLIP of a named architecture, random weights, attention split into q/k/v."""
-    import open_clip
+@contextlib.contextmanager
+def _without_root_warning(prefix: str):
+    """Drop the root logger's records that start with ``prefix`` within the context."""
 
-    if arch not in CLIP_ARCHITECTURES:
-        raise ValueError(
-            f"Unknown CLIP architecture {arch!r} (MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED); "
-            f"choose one of {sorted(CLIP_ARCHITECTURES)}."
+    def keep(record):
+        return not record.getMessage().startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def build_clip(arch: str) -> nn.Module:
+    """The open_clip CLIP of a CLIP_PRETRAINED value, random weights, attention split into q/k/v."""
+    import open_clip
+    from open_clip.transformer import VisionTransformer
+
+    spec = CLIP_ARCHITECTURES.get(arch, {})
+    name = open_clip_model_name(arch)
+    # open_clip warns that the model is random; GSNet loads its weights in a checkpoint step.
+    with _without_root_warning("No pretrained weights loaded"):
+        clip = open_clip.create_model(
+            name,
+            pretrained=None,
+            device=torch.get_default_device(),
+            **spec.get("model_kwargs", {}),
         )
-    spec = CLIP_ARCHITECTURES[arch]
-    clip = open_clip.model.CLIP(
-        embed_dim=spec["embed_dim"],
-        vision_cfg=spec["vision_cfg"],
-        text_cfg=spec["text_cfg"],
-        quick_gelu=True,
-    )
-    for tower in (clip.visual.transformer, clip.transformer):
+    visual = getattr(clip, "visual", None)
+    if (
+        not isinstance(visual, VisionTransformer)
+        or visual.attn_pool is not None
+        or visual.proj is None
+        or not hasattr(clip, "token_embedding")
+    ):
+        raise ConfigError(
+            f"CLIP architecture {arch!r} (MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED): GSNet needs an "
+            "open_clip CLIP with a plain ViT image tower (class token, no attention pooling, a "
+            "projection) and open_clip's own text tower; this model has "
+            f"{type(visual).__name__} / {type(clip).__name__}."
+        )
+    for tower in (visual.transformer, clip.transformer):
         for block in tower.resblocks:
             block.attn = SplitQKVAttention.from_packed(block.attn)
     scale = spec.get("random_text_attention_scale", 1.0)
@@ -174,7 +209,39 @@ def build_clip(arch: str) -> nn.Module:
     return clip
 
 
-class GeneralistEncoder(nn.Module):
+def set_clip_finetuning(clip: nn.Module, mode: str):
+    """Set ``requires_grad`` of CLIP's parameters as the published code does (matched on names
+    relative to the CLIP model):
+      - "attention": in both towers only the attention blocks' q and v projection WEIGHTS;
+      - "full": every parameter under a "transformer" (the blocks of both towers);
+      - "prompt": parameters named "prompt" (open_clip's CLIP has none: nothing trains);
+      - "freezeIMG": the text tower's q/v weights and its positional embedding;
+      - anything else: frozen.
+    """
+    for name, param in clip.named_parameters():
+        is_qv = "attn" in name and ("q_proj" in name or "v_proj" in name)
+        if mode == "freezeIMG":
+            trainable = not name.startswith("visual") and (is_qv or "position" in name)
+        elif "transformer" not in name:
+            trainable = False
+        elif mode == "attention":
+            trainable = is_qv
+        elif mode == "full":
+            trainable = True
+        elif mode == "prompt":
+            trainable = "prompt" in name
+        else:
+            trainable = False
+        param.requires_grad = trainable
+
+
+def build_generalist(cfg) -> Encoder:
+    """The generalist encoder named by MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER."""
+    return GENERALIST_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER)(cfg)
+
+
+@GENERALIST_REGISTRY.register()
+class CLIPGeneralistEncoder(Encoder):
     """CLIP image tower -> dense joint-space features + decoder guidance; CLIP text tower.
 
     The whole CLIP model lives in ``self.clip`` (its parameters are the "CLIP parameters" of the
@@ -182,40 +249,97 @@ class GeneralistEncoder(nn.Module):
     convolutions that turn the two intermediate block outputs into decoder guidance.
     """
 
+    @configurable
     def __init__(
         self,
         *,
         arch: str,
-        feature_resolution: tuple[int, int],
-        guidance_channels: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+        feature_resolution: tuple[int, int] | None = None,
+        guidance_channels: tuple[int, int] = (0, 0),
+        finetune: str = "attention",
     ):
         """
         Args:
-            arch: a key of ``CLIP_ARCHITECTURES``.
-            feature_resolution: token grid (H, W) the image is encoded at; the input size is
-                this grid times the patch size (24 x 16 = 384 in the paper).
-            guidance_channels: output channels of the two decoder-guidance upsamplers (the
-                first at 2x, the second at 4x the token grid); 0 leaves that guidance out.
+            arch: a key of ``CLIP_ARCHITECTURES`` or an open_clip model name.
+            input_size: (h, w) pixels the image is encoded at; the cost-volume grid is this
+                divided by the patch size (384 / 16 = 24 in the paper). None: from
+                ``feature_resolution``, else the architecture's pretraining size.
+            feature_resolution: the published way to set the grid (FEATURE_RESOLUTION): the
+                input is then grid x patch; with ``input_size`` too, the two must agree.
+            guidance_channels: output channels of the two decoder-guidance upsamplers (2x and
+                4x the token grid); 0 leaves that guidance out.
+            finetune: which CLIP parameters train (see ``set_clip_finetuning``).
         """
         super().__init__()
         self.arch = arch
+        self.open_clip_name = open_clip_model_name(arch)
         self.clip = build_clip(arch)
         visual = self.clip.visual
         self.width = visual.transformer.width
         self.embed_dim = visual.proj.shape[1]
         self.patch_size = visual.conv1.kernel_size[0]
-        self.feature_resolution = tuple(feature_resolution)
-        self.input_size = tuple(g * self.patch_size for g in self.feature_resolution)
+        self.input_size = self._resolve_input_size(input_size, feature_resolution)
+        grid = token_grid(
+            self.input_size,
+            self.patch_size,
+            what=f"generalist {arch}",
+            key="MODEL.SEM_SEG_HEAD.GENERALIST_INPUT_SIZE",
+        )
         depth = len(visual.transformer.resblocks)
         # Blocks 3 and 7 of 12 (7 and 15 of 24): a third and two thirds of the depth.
         self.guidance_blocks = (depth // 3 - 1, 2 * depth // 3 - 1)
         self.guidance_upsample = nn.ModuleList(
-            nn.ConvTranspose2d(self.width, channels, kernel_size=2 * (i + 1), stride=2 * (i + 1))
-            if channels
-            else None
-            for i, channels in enumerate(guidance_channels)
+            resampling_conv(self.width, channels, Fraction(scale)) if channels else None
+            for channels, scale in zip(guidance_channels, GUIDANCE_SCALES)
         )
-        self.guidance_channels = tuple(guidance_channels)
+        self._output_shapes = {
+            DENSE: ShapeSpec(
+                channels=self.embed_dim, height=grid[0], width=grid[1], stride=self.patch_size
+            )
+        }
+        for name, channels, scale in zip(GUIDANCE, guidance_channels, GUIDANCE_SCALES):
+            if channels:
+                self._output_shapes[name] = ShapeSpec(
+                    channels=channels,
+                    height=scale * grid[0],
+                    width=scale * grid[1],
+                    stride=self.patch_size // scale if self.patch_size % scale == 0 else None,
+                )
+        set_clip_finetuning(self.clip, finetune)
+
+    @property
+    def pretrained_module(self) -> nn.Module:
+        return self.clip
+
+    @classmethod
+    def from_config(cls, cfg):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "arch": head.CLIP_PRETRAINED,
+            "input_size": tuple(head.GENERALIST_INPUT_SIZE) or None,
+            "feature_resolution": tuple(head.FEATURE_RESOLUTION) or None,
+            "guidance_channels": tuple(head.DECODER_CLIP_GUIDANCE_DIMS)
+            if head.USE_CLIP_CORR
+            else (0, 0),
+            "finetune": head.CLIP_FINETUNE,
+        }
+
+    def _resolve_input_size(self, input_size, feature_resolution):
+        if feature_resolution is not None:
+            derived = tuple(g * self.patch_size for g in feature_resolution)
+            if input_size is not None and tuple(input_size) != derived:
+                raise ConfigError(
+                    f"MODEL.SEM_SEG_HEAD.FEATURE_RESOLUTION={list(feature_resolution)} and "
+                    f"GENERALIST_INPUT_SIZE={list(input_size)} disagree: with "
+                    f"{self.patch_size}-pixel patches the grid {list(feature_resolution)} needs "
+                    f"the input {list(derived)}. Set one of the two keys (the other follows)."
+                )
+            return derived
+        if input_size is not None:
+            return tuple(input_size)
+        side = self.clip.visual.image_size
+        return tuple(side) if isinstance(side, (tuple, list)) else (side, side)
 
     def positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """The positional embedding for a token grid: (1 + H*W, E).
@@ -230,39 +354,6 @@ class GeneralistEncoder(nn.Module):
         patch_pos = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
         patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([pos[:1], patch_pos.flatten(2)[0].T], dim=0)
-
-    @staticmethod
-    def _block_in_place(block, x, buffers):
-        """open_clip's ResidualAttentionBlock (split q/k/v, QuickGELU) without autograd,
-        updating ``x`` in place and reusing ``buffers`` (the same numbers as ``block(x)``)."""
-        B, L, E = x.shape
-        attn, mlp = block.attn, block.mlp
-        weight = torch.cat([attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight])
-        qkv = buffered_linear(buffers, "qkv", block.ln_1(x), weight, attn.in_proj_bias)
-        q, k, v = qkv.view(B, L, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, E)
-        out_proj = attn.out_proj
-        x.add_(buffered_linear(buffers, "proj", out, out_proj.weight, out_proj.bias))
-        hidden = buffered_linear(buffers, "fc", block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias)
-        gate = buffers.get("gate")
-        if gate is None or gate.shape != hidden.shape:
-            gate = buffers["gate"] = torch.empty_like(hidden)
-        torch.mul(hidden, 1.702, out=gate).sigmoid_()  # QuickGELU: x * sigmoid(1.702 x)
-        hidden.mul_(gate)
-        x.add_(buffered_linear(buffers, "out", hidden, mlp.c_proj.weight, mlp.c_proj.bias))
-        return x
-
-    def _in_place_ok(self, blocks, x):
-        from open_clip.transformer import QuickGELU
-
-        return runs_without_autograd(self.clip.visual, x) and all(
-            isinstance(block.attn, SplitQKVAttention)
-            and isinstance(block.mlp.gelu, QuickGELU)
-            and isinstance(block.ls_1, nn.Identity)
-            and isinstance(block.ls_2, nn.Identity)
-            and not hasattr(block, "ln_1_kv")
-            for block in blocks
-        )
 
     def _dense_block(self, block, x):
         """CAT-Seg's dense last block: every token sees only itself.
@@ -280,14 +371,13 @@ class GeneralistEncoder(nn.Module):
             y = y + 0.0 * sum(w.sum() for w in unused)
         return y + block.ls_2(block.mlp(block.ln_2(y)))
 
-    def forward(self, images: torch.Tensor) -> dict[str, object]:
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         Args:
-            images: (B, 3, H * patch, W * patch), CLIP-normalised.
+            images: (B, 3, h, w) CLIP-normalised, at ``input_size``.
         Returns:
-            dict with "dense": (B, D, H, W) joint-space features of every patch, and "guidance":
-            a list of two decoder-guidance maps, (B, C0, 2H, 2W) and (B, C1, 4H, 4W) (None where
-            disabled).
+            "dense": (B, D, H, W) joint-space features of every patch, and the enabled guidance
+            maps "guidance_2x": (B, C0, 2H, 2W), "guidance_4x": (B, C1, 4H, 4W).
         """
         visual = self.clip.visual
         x = visual.conv1(images)
@@ -298,24 +388,24 @@ class GeneralistEncoder(nn.Module):
         x = visual.ln_pre(x)
 
         blocks = visual.transformer.resblocks
-        in_place = self._in_place_ok(blocks[:-1], x)
-        buffers = {}
         intermediate = {}
-        for index, block in enumerate(blocks[:-1]):
-            x = self._block_in_place(block, x, buffers) if in_place else block(x)
-            if index in self.guidance_blocks:
-                intermediate[index] = x.clone() if in_place else x
+        # Without autograd the blocks run in place (fast_paths): keep copies of what is stored.
+        with blocks_in_place(blocks[:-1]):
+            for index, block in enumerate(blocks[:-1]):
+                x = block(x)
+                if index in self.guidance_blocks:
+                    intermediate[index] = x.clone()
         x = self._dense_block(blocks[-1], x)
         x = visual.ln_post(x) @ visual.proj
 
         def grid(tokens):
             return tokens[:, 1:].transpose(1, 2).reshape(B, -1, H, W)
 
-        guidance = [
-            up(grid(intermediate[index])) if up is not None else None
-            for up, index in zip(self.guidance_upsample, self.guidance_blocks)
-        ]
-        return {"dense": grid(x), "guidance": guidance}
+        features = {DENSE: grid(x)}
+        for name, up, index in zip(GUIDANCE, self.guidance_upsample, self.guidance_blocks):
+            if up is not None:
+                features[name] = up(grid(intermediate[index]))
+        return features
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, 77) token ids -> (N, D) text embeddings (not normalised).

@@ -9,21 +9,34 @@ from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
+from ..errors import ConfigError
 from .aggregation import AggregatorLayer
-from .decoder import RIPDecoder
-from .fusion import CostVolumeFusion
+from .decoder import build_decoder
+from .encoder import DENSE
+from .fusion import build_fusion
 
 __all__ = ["GSNetHead"]
 
 
 def _float(features):
-    """An encoder's output dict with every tensor in fp32 (None and None entries kept)."""
+    """An encoder's feature dict with every tensor in fp32 (None kept)."""
     if features is None:
         return None
-    return {
-        "dense": features["dense"].float(),
-        "guidance": [g.float() if g is not None else None for g in features["guidance"]],
-    }
+    return {name: tensor.float() for name, tensor in features.items()}
+
+
+def _guidance_input_dim(key: str, value: int, feature_dim: int) -> int:
+    """The input width of a guidance projection: D, or 0 (off); a published value that
+    contradicts D is a ConfigError naming both."""
+    if value < 0:
+        return feature_dim
+    if value not in (0, feature_dim):
+        raise ConfigError(
+            f"MODEL.SEM_SEG_HEAD.{key}={value} contradicts the generalist's embedding width "
+            f"{feature_dim}: leave {key} unset (it is derived), or set it to {feature_dim} "
+            "(or 0 to turn this guidance off)."
+        )
+    return value
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -34,9 +47,8 @@ class GSNetHead(nn.Module):
     def __init__(
         self,
         *,
-        use_generalist: bool,
-        use_specialist: bool,
-        fusion_type: str,
+        fusion: nn.Module,
+        decoder: nn.Module,
         feature_dim: int,
         hidden_dim: int,
         feature_resolution,
@@ -49,16 +61,12 @@ class GSNetHead(nn.Module):
         appearance_guidance_proj_dim: int,
         text_guidance_dim: int,
         text_guidance_proj_dim: int,
-        decoder_dims,
-        decoder_guidance_dims,
-        generalist_guidance_proj_dims,
-        specialist_guidance_proj_dims,
         fp32_at_inference: bool = True,
     ):
         """
         Args:
-            use_generalist, use_specialist: which streams feed the cost volume.
-            fusion_type: see ``CostVolumeFusion``.
+            fusion: the cost-volume fusion (gsnet/modeling/fusion.py).
+            decoder: the decoder (gsnet/modeling/decoder.py).
             feature_dim: D, width of the dense features and text embeddings.
             hidden_dim: C, width of the cost embedding.
             feature_resolution: (H, W) of the cost volume.
@@ -67,24 +75,15 @@ class GSNetHead(nn.Module):
                 spatial aggregation (0 disables it).
             text_guidance_dim, text_guidance_proj_dim: text guidance of the class aggregation
                 (0 disables it).
-            decoder_dims, decoder_guidance_dims, generalist_guidance_proj_dims,
-            specialist_guidance_proj_dims: see ``RIPDecoder``.
             fp32_at_inference: under autocast (TEST.PRECISION bfloat16/float16), run the head
-                in fp32 at inference; the encoders, 85-97% of the FLOPs, stay in low precision.
+                in fp32 at inference; the encoders, most of the FLOPs, stay in low precision.
                 In bf16 the per-class scores lose their ranking (the class scores differ by
-                less than bf16's resolution): on the toy model the argmax agreed with fp32 on
-                68-78% of the pixels with a bf16 head, 99.7% with an fp32 head. Training
-                autocast is not affected.
+                less than bf16's resolution; README, "Speed"). Training autocast is not
+                affected.
         """
         super().__init__()
         self.fp32_at_inference = fp32_at_inference
-        self.fusion = CostVolumeFusion(
-            fusion_type=fusion_type,
-            use_generalist=use_generalist,
-            use_specialist=use_specialist,
-            feature_dim=feature_dim,
-            embed_dim=hidden_dim,
-        )
+        self.fusion = fusion
         self.appearance_guidance = (
             nn.Sequential(
                 nn.Conv2d(appearance_guidance_dim, appearance_guidance_proj_dim, 3, padding=1),
@@ -111,59 +110,44 @@ class GSNetHead(nn.Module):
             )
             for _ in range(num_layers)
         )
-        self.decoder = RIPDecoder(
-            in_channels=hidden_dim,
-            decoder_dims=decoder_dims,
-            guidance_dims=decoder_guidance_dims,
-            generalist_proj_dims=generalist_guidance_proj_dims,
-            specialist_proj_dims=specialist_guidance_proj_dims,
-        )
+        self.decoder = decoder
 
     @classmethod
-    def from_config(cls, cfg, input_shape=None):
+    def from_config(cls, cfg, input_shape):
+        """``input_shape``: {"generalist": ..., "specialist": ...}, each the encoder's
+        ``output_shape()`` or None for a stream that is off; every width and the grid come from
+        the generalist's "dense" map."""
         head = cfg.MODEL.SEM_SEG_HEAD
-        generalist_proj = list(head.DECODER_CLIP_GUIDANCE_PROJ_DIMS)
-        specialist_proj = list(head.DECODER_DINO_GUIDANCE_PROJ_DIMS)
-        for stream, used, dims, proj in (
-            ("CLIP", head.USE_CLIP_CORR, head.DECODER_CLIP_GUIDANCE_DIMS, generalist_proj),
-            ("DINO", head.USE_DINO_CORR, head.DECODER_DINO_GUIDANCE_DIMS, specialist_proj),
-        ):
-            if not used:
-                # A stream that is off gives no decoder guidance either.
-                proj[:] = [0, 0]
-                continue
-            if (dims[0] == 0) != (proj[0] == 0):
-                raise ValueError(
-                    f"MODEL.SEM_SEG_HEAD.DECODER_{stream}_GUIDANCE_DIMS={list(dims)} and "
-                    f"DECODER_{stream}_GUIDANCE_PROJ_DIMS={proj} disagree: set both to [0, 0] to "
-                    "remove this stream's decoder guidance, or both non-zero to keep it."
-                )
-            if dims[0] and list(dims) != list(head.DECODER_GUIDANCE_DIMS):
-                raise ValueError(
-                    f"MODEL.SEM_SEG_HEAD.DECODER_{stream}_GUIDANCE_DIMS={list(dims)} must equal "
-                    f"DECODER_GUIDANCE_DIMS={list(head.DECODER_GUIDANCE_DIMS)} (the guidance "
-                    "projections' input widths)."
+        dense = input_shape["generalist"][DENSE]
+        feature_dim = dense.channels
+        specialist = input_shape.get("specialist")
+        if specialist is not None:
+            s = specialist[DENSE]
+            if (s.channels, s.height, s.width) != (feature_dim, dense.height, dense.width):
+                raise ConfigError(
+                    f"The specialist's dense map is {s.channels} x {s.height} x {s.width}, the "
+                    f"generalist's {feature_dim} x {dense.height} x {dense.width}: a specialist "
+                    "must produce the generalist's width and cost-volume grid."
                 )
         return {
-            "use_generalist": head.USE_CLIP_CORR,
-            "use_specialist": head.USE_DINO_CORR,
-            "fusion_type": head.FUSION_TYPE,
-            "feature_dim": head.TEXT_GUIDANCE_DIM,
+            "fusion": build_fusion(cfg, feature_dim=feature_dim, embed_dim=head.HIDDEN_DIMS),
+            "decoder": build_decoder(cfg, in_channels=head.HIDDEN_DIMS, input_shapes=input_shape),
+            "feature_dim": feature_dim,
             "hidden_dim": head.HIDDEN_DIMS,
-            "feature_resolution": tuple(head.FEATURE_RESOLUTION),
+            "feature_resolution": (dense.height, dense.width),
             "num_layers": head.NUM_LAYERS,
             "num_heads": head.NUM_HEADS,
             "window_size": head.WINDOW_SIZES,
             "pooling_size": tuple(head.POOLING_SIZES),
             "attention_type": head.ATTENTION_TYPE,
-            "appearance_guidance_dim": head.APPEARANCE_GUIDANCE_DIM,
+            "appearance_guidance_dim": _guidance_input_dim(
+                "APPEARANCE_GUIDANCE_DIM", head.APPEARANCE_GUIDANCE_DIM, feature_dim
+            ),
             "appearance_guidance_proj_dim": head.APPEARANCE_GUIDANCE_PROJ_DIM,
-            "text_guidance_dim": head.TEXT_GUIDANCE_DIM,
+            "text_guidance_dim": _guidance_input_dim(
+                "TEXT_GUIDANCE_DIM", head.TEXT_GUIDANCE_DIM, feature_dim
+            ),
             "text_guidance_proj_dim": head.TEXT_GUIDANCE_PROJ_DIM,
-            "decoder_dims": list(head.DECODER_DIMS),
-            "decoder_guidance_dims": list(head.DECODER_GUIDANCE_DIMS),
-            "generalist_guidance_proj_dims": generalist_proj,
-            "specialist_guidance_proj_dims": specialist_proj,
         }
 
     def forward(self, generalist, specialist, text):
@@ -178,14 +162,14 @@ class GSNetHead(nn.Module):
     def _forward(self, generalist, specialist, text):
         """
         Args:
-            generalist, specialist: encoder outputs ({"dense": (B, D, H, W), "guidance": [...]})
+            generalist, specialist: encoder outputs ({"dense": (B, D, H, W), guidance maps})
                 or None for a stream that is off.
             text: (T, D) normalised text embeddings.
         Returns:
             (B, T, 4H, 4W) logits.
         """
-        generalist_dense = generalist["dense"] if generalist is not None else None
-        specialist_dense = specialist["dense"] if specialist is not None else None
+        generalist_dense = generalist[DENSE] if generalist is not None else None
+        specialist_dense = specialist[DENSE] if specialist is not None else None
         cost = self.fusion(generalist_dense, specialist_dense, text)
 
         appearance = None
@@ -199,9 +183,4 @@ class GSNetHead(nn.Module):
         for layer in self.layers:
             cost = layer(cost, appearance, text_guidance)
 
-        no_guidance = [None, None]
-        return self.decoder(
-            cost,
-            generalist["guidance"] if generalist is not None else no_guidance,
-            specialist["guidance"] if specialist is not None else no_guidance,
-        )
+        return self.decoder(cost, generalist, specialist)

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from gsnet.gsnet_model import segmentation_loss
+from gsnet.modeling import fast_paths
 from gsnet.modeling.aggregation import (
     ClassAggregation,
     GuidedSwinBlock,
@@ -21,8 +22,9 @@ from gsnet.modeling.aggregation import (
     window_reverse,
 )
 from gsnet.modeling.decoder import GuidedUpBlock
-from gsnet.modeling.fusion import _fft_convolution_applies, embed
-from gsnet.modeling.generalist import GeneralistEncoder
+from gsnet.modeling.encoder import DENSE
+from gsnet.modeling.fast_paths import conv2d_fft, fft_convolution_applies, runs_without_autograd
+from gsnet.modeling.generalist import CLIPGeneralistEncoder
 from gsnet.modeling.text_queries import TextQueries
 
 
@@ -202,7 +204,7 @@ def test_decoder_split_conv_equals_concatenated_conv():
 # ------------------------------------------------------------------ text tower
 def test_text_encoder_truncated_context_equals_full_context():
     torch.manual_seed(6)
-    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(0, 0))
+    encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64))
     tokens = TextQueries().tokenize(["road", "a rather long name of some class", "tree"])
     with torch.no_grad():
         expected = encoder.clip.encode_text(tokens)  # open_clip: all 77 positions
@@ -211,44 +213,68 @@ def test_text_encoder_truncated_context_equals_full_context():
 
 
 # ------------------------------------------------------------------ encoders without autograd
+def _fast_and_plain(monkeypatch, encoder, images):
+    """The encoder's outputs with its blocks in place, and with every block's own forward."""
+    with torch.no_grad():
+        fast = encoder(images)
+        monkeypatch.setattr(fast_paths, "in_place_forward", lambda block: None)
+        plain = encoder(images)
+    return fast, plain
+
+
 def test_specialist_in_place_blocks_equal_timm_blocks(monkeypatch):
-    from gsnet.modeling.specialist import SpecialistEncoder
+    from detectron2.layers import ShapeSpec
+
+    from gsnet.modeling.specialist import TimmSpecialistEncoder
 
     torch.manual_seed(7)
-    encoder = SpecialistEncoder(
-        arch="toy", feature_resolution=(4, 4), out_channels=32, guidance_channels=(16, 16)
+    encoder = TimmSpecialistEncoder(
+        arch="toy",
+        cost_volume_shape=ShapeSpec(channels=32, height=4, width=4, stride=16),
+        input_size=(64, 64),
+        guidance_channels=(16, 16),
     ).eval()
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert encoder._in_place_ok(images)
-        fast = encoder(images)
-        monkeypatch.setattr(SpecialistEncoder, "_in_place_ok", lambda self, x: False)
-        plain = encoder(images)
-    torch.testing.assert_close(fast["dense"], plain["dense"], rtol=0, atol=0)
-    for a, b in zip(fast["guidance"], plain["guidance"]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(fast_paths.in_place_forward(block) for block in encoder.vit.blocks)
+    fast, plain = _fast_and_plain(monkeypatch, encoder, torch.randn(2, 3, 64, 64))
+    assert set(fast) == set(plain) == {"dense", "guidance_2x", "guidance_4x"}
+    for name in fast:
+        torch.testing.assert_close(fast[name], plain[name], rtol=0, atol=0)
 
 
 def test_generalist_in_place_blocks_equal_open_clip_blocks(monkeypatch):
     torch.manual_seed(8)
-    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(16, 8))
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert encoder._in_place_ok(encoder.clip.visual.transformer.resblocks[:-1], images)
-        fast = encoder(images)
-        monkeypatch.setattr(GeneralistEncoder, "_in_place_ok", lambda self, blocks, x: False)
-        plain = encoder(images)
-    torch.testing.assert_close(fast["dense"], plain["dense"], rtol=0, atol=0)
-    for a, b in zip(fast["guidance"], plain["guidance"]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64), guidance_channels=(16, 8))
+    blocks = encoder.clip.visual.transformer.resblocks
+    assert all(fast_paths.in_place_forward(block) for block in blocks)
+    fast, plain = _fast_and_plain(monkeypatch, encoder, torch.randn(2, 3, 64, 64))
+    for name in fast:
+        torch.testing.assert_close(fast[name], plain[name], rtol=0, atol=0)
+
+
+def test_blocks_without_an_exact_twin_run_their_own_forward():
+    import timm
+
+    # Layer scale (DINOv2) and RoPE blocks (DINOv3) have no in-place twin.
+    for name in ("vit_small_patch14_dinov2", "vit_small_patch16_dinov3"):
+        model = timm.create_model(name, pretrained=False, embed_dim=32, depth=1, num_heads=2)
+        assert fast_paths.in_place_forward(model.blocks[0]) is None, name
+
+
+def test_blocks_in_place_restores_the_blocks():
+    torch.manual_seed(9)
+    encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64))
+    blocks = encoder.clip.visual.transformer.resblocks
+    with fast_paths.blocks_in_place(blocks):
+        assert all("forward" in vars(block) for block in blocks)
+    assert not any("forward" in vars(block) for block in blocks)
 
 
 def test_encoders_keep_autograd_when_parameters_train():
     torch.manual_seed(9)
-    encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(16, 8))
+    encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64), guidance_channels=(16, 8))
     images = torch.randn(1, 3, 64, 64)
-    assert not encoder._in_place_ok(encoder.clip.visual.transformer.resblocks[:-1], images)
-    encoder(images)["dense"].sum().backward()
+    assert not runs_without_autograd(encoder.clip.visual.transformer.resblocks[0], images)
+    encoder(images)[DENSE].sum().backward()
     assert encoder.clip.visual.transformer.resblocks[0].attn.v_proj_weight.grad is not None
 
 
@@ -257,25 +283,23 @@ def test_head_runs_in_fp32_under_autocast_at_inference(make_toy_cfg):
     from detectron2.modeling import build_sem_seg_head
 
     torch.manual_seed(10)
-    head = build_sem_seg_head(make_toy_cfg(), None).eval()
+    from detectron2.layers import ShapeSpec
+
     B, D = 2, 32
+    shapes = {
+        "dense": ShapeSpec(channels=D, height=4, width=4),
+        "guidance_2x": ShapeSpec(channels=32, height=8, width=8),
+        "guidance_4x": ShapeSpec(channels=16, height=16, width=16),
+    }
+    head = build_sem_seg_head(make_toy_cfg(), {"generalist": shapes, "specialist": shapes})
+    head.eval()
     features = {
-        "dense": torch.randn(B, D, 4, 4).bfloat16(),
-        "guidance": [torch.randn(B, 32, 8, 8).bfloat16(), torch.randn(B, 16, 16, 16).bfloat16()],
+        name: torch.randn(B, s.channels, s.height, s.width).bfloat16() for name, s in shapes.items()
     }
     text = F.normalize(torch.randn(3, D), dim=-1)
     with torch.no_grad():
-        expected = head(
-            {
-                "dense": features["dense"].float(),
-                "guidance": [g.float() for g in features["guidance"]],
-            },
-            {
-                "dense": features["dense"].float(),
-                "guidance": [g.float() for g in features["guidance"]],
-            },
-            text,
-        )
+        full = {name: tensor.float() for name, tensor in features.items()}
+        expected = head(full, full, text)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             actual = head(features, features, text)
             head.fp32_at_inference = False
@@ -335,13 +359,13 @@ def test_fft_convolution_equals_the_convolution_and_its_gradients(in_channels):
     torch.manual_seed(12)
     conv = torch.nn.Conv2d(in_channels, 4, kernel_size=7, padding=3)
     x = torch.randn(3, in_channels, 9, 11, requires_grad=True)
-    assert _fft_convolution_applies(x, conv)
+    assert fft_convolution_applies(x, conv)
     grad = torch.randn(3, 4, 9, 11)
     exact = copy.deepcopy(conv).double()
     x64 = x.detach().double().requires_grad_()
     expected = exact(x64)
     expected_grads = torch.autograd.grad(expected, (x64, exact.weight, exact.bias), grad.double())
-    out = embed(conv, x)
+    out = conv2d_fft(conv, x)
     grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
     torch.testing.assert_close(out, expected.float(), rtol=0, atol=1e-5)
     for actual, reference in zip(grads, expected_grads):
@@ -351,14 +375,14 @@ def test_fft_convolution_equals_the_convolution_and_its_gradients(in_channels):
 def test_fft_convolution_only_where_it_applies(monkeypatch):
     x = torch.randn(2, 3, 8, 8)
     seven = torch.nn.Conv2d(3, 4, 7, padding=3)
-    assert _fft_convolution_applies(x, seven)
-    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 3, padding=1))  # Winograd
-    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=2))  # shrinks
-    assert not _fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=3, stride=2))
-    assert not _fft_convolution_applies(x.double(), copy.deepcopy(seven).double())
+    assert fft_convolution_applies(x, seven)
+    assert not fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 3, padding=1))  # Winograd
+    assert not fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=2))  # shrinks
+    assert not fft_convolution_applies(x, torch.nn.Conv2d(3, 4, 7, padding=3, stride=2))
+    assert not fft_convolution_applies(x.double(), copy.deepcopy(seven).double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not _fft_convolution_applies(x, seven)
-        assert embed(seven, x).dtype == torch.bfloat16  # the autocast convolution
+        assert not fft_convolution_applies(x, seven)
+        assert conv2d_fft(seven, x).dtype == torch.bfloat16  # the autocast convolution
     # torch.compile cannot trace NNPACK's operator (no meta kernel): it gets the convolution.
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert not _fft_convolution_applies(x, seven)
+    assert not fft_convolution_applies(x, seven)

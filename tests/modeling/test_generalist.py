@@ -1,8 +1,10 @@
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gsnet.modeling.generalist import GeneralistEncoder, SplitQKVAttention
+from gsnet.errors import ConfigError
+from gsnet.modeling.generalist import CLIPGeneralistEncoder, SplitQKVAttention
 
 
 def test_split_qkv_equals_packed_attention():
@@ -21,7 +23,7 @@ def test_split_qkv_equals_packed_attention():
 
 def _encoder():
     torch.manual_seed(0)
-    return GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(8, 4))
+    return CLIPGeneralistEncoder(arch="toy", input_size=(64, 64), guidance_channels=(8, 4))
 
 
 def test_output_shapes_and_guidance_blocks():
@@ -30,8 +32,64 @@ def test_output_shapes_and_guidance_blocks():
     assert encoder.guidance_blocks == (1, 3)  # a third and two thirds of 6 blocks
     out = encoder(torch.randn(2, 3, 64, 64))
     assert out["dense"].shape == (2, encoder.embed_dim, 4, 4)
-    assert out["guidance"][0].shape == (2, 8, 8, 8)
-    assert out["guidance"][1].shape == (2, 4, 16, 16)
+    assert out["guidance_2x"].shape == (2, 8, 8, 8)
+    assert out["guidance_4x"].shape == (2, 4, 16, 16)
+    shapes = encoder.output_shape()
+    assert set(shapes) == set(out)
+    for name, tensor in out.items():
+        spec = shapes[name]
+        assert (spec.channels, spec.height, spec.width) == tuple(tensor.shape[1:]), name
+    assert (shapes["dense"].stride, shapes["guidance_2x"].stride) == (16, 8)
+
+
+def test_guidance_is_left_out_when_its_width_is_zero():
+    torch.manual_seed(0)
+    encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64))
+    assert set(encoder.output_shape()) == {"dense"}
+    assert set(encoder(torch.randn(1, 3, 64, 64))) == {"dense"}
+
+
+@pytest.mark.parametrize(
+    "arch, input_size, grid, width",
+    [
+        ("ViT-B/16", (384, 384), (24, 24), 512),  # the paper
+        ("ViT-L/14@336px", (336, 336), (24, 24), 768),  # CAT-Seg-L
+        ("ViT-B-32", (384, 384), (12, 12), 512),  # RemoteCLIP / GeoRSCLIP / SkyCLIP B/32
+        ("ViT-L-14", (336, 336), (24, 24), 768),
+    ],
+)
+def test_open_clip_models_by_name(arch, input_size, grid, width):
+    with torch.device("meta"):
+        encoder = CLIPGeneralistEncoder(arch=arch, input_size=input_size, guidance_channels=(8, 4))
+        out = encoder(torch.empty(1, 3, *input_size))
+    assert out["dense"].shape == (1, width, *grid)
+    assert out["guidance_4x"].shape == (1, 4, 4 * grid[0], 4 * grid[1])
+    assert encoder.output_shape()["dense"].height == grid[0]
+
+
+def test_input_size_follows_the_published_feature_resolution():
+    with torch.device("meta"):
+        encoder = CLIPGeneralistEncoder(arch="ViT-B/16", feature_resolution=(24, 24))
+        native = CLIPGeneralistEncoder(arch="ViT-B/16")
+    assert encoder.input_size == (384, 384)
+    assert native.input_size == (224, 224)  # the architecture's own size
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"arch": "ViT-X/99"}, "Unknown CLIP architecture 'ViT-X/99'.*ViT-B-32"),
+        ({"arch": "ViT-B/16", "input_size": (380, 384)}, "multiples of 16 .e.g. 368 or 384"),
+        (
+            {"arch": "ViT-B/16", "input_size": (336, 336), "feature_resolution": (24, 24)},
+            r"FEATURE_RESOLUTION=\[24, 24\] and GENERALIST_INPUT_SIZE=\[336, 336\] disagree",
+        ),
+        ({"arch": "RN50"}, "plain ViT image tower"),
+    ],
+)
+def test_bad_generalist_settings_are_clear_errors(kwargs, message):
+    with torch.device("meta"), pytest.raises(ConfigError, match=message):
+        CLIPGeneralistEncoder(**kwargs)
 
 
 def test_dense_last_block_matches_direct_computation():
@@ -81,7 +139,7 @@ def test_random_toy_text_tower_keeps_class_names_apart(monkeypatch):
         spec = dict(generalist.CLIP_ARCHITECTURES["toy"], random_text_attention_scale=scale)
         monkeypatch.setitem(generalist.CLIP_ARCHITECTURES, "toy", spec)
         torch.manual_seed(0)
-        encoder = GeneralistEncoder(arch="toy", feature_resolution=(4, 4), guidance_channels=(0, 0))
+        encoder = CLIPGeneralistEncoder(arch="toy", input_size=(64, 64))
         with torch.no_grad():
             text = TextQueries()(names, encoder.encode_text, device="cpu", use_cache=False)
         cosine = text @ text.T
