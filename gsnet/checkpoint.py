@@ -29,6 +29,7 @@ __all__ = [
     "load_clip_weights",
     "load_pretrained_encoders",
     "load_specialist_weights",
+    "pretrained_weight_sources",
     "write_file_atomically",
 ]
 
@@ -418,8 +419,8 @@ def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: st
 
     Args:
         clip_weights: MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS: a file, an open_clip tag, or "random".
-        specialist_weights: MODEL.SEM_SEG_HEAD.DINO_WEIGHTS: a file, "random", or empty for the
-            environment variable RSIB_CKPT (the published code's way).
+        specialist_weights: MODEL.SEM_SEG_HEAD.DINO_WEIGHTS: a file, "timm", "random", or empty
+            for the environment variable RSIB_CKPT (the published code's way).
     """
     if clip_weights == RANDOM_WEIGHTS:
         logger.warning("CLIP_WEIGHTS is %r: CLIP starts from random weights.", RANDOM_WEIGHTS)
@@ -438,3 +439,27 @@ def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: st
                 "checkpoint with MODEL.WEIGHTS."
             )
         load_specialist_weights(model.specialist, path)
+
+
+def pretrained_weight_sources(cfg) -> list[str]:
+    """What ``load_pretrained_encoders`` will read for a config when training starts, in words
+    (a GSNet checkpoint in MODEL.WEIGHTS replaces all of it)."""
+    from .modeling.generalist import open_clip_model_name
+
+    head = cfg.MODEL.SEM_SEG_HEAD
+    sources = []
+    clip = head.CLIP_WEIGHTS
+    if clip != RANDOM_WEIGHTS:
+        if os.path.isfile(clip) or os.sep in clip or clip.endswith((".pt", ".pth", ".bin")):
+            sources.append(f"CLIP file `{clip}` (CLIP_WEIGHTS)")
+        else:
+            name = open_clip_model_name(head.CLIP_PRETRAINED)
+            sources.append(f"open_clip `{name}` weights `{clip}`")
+    if head.USE_DINO_CORR and head.DINO_WEIGHTS != RANDOM_WEIGHTS:
+        if head.DINO_WEIGHTS == TIMM_PRETRAINED:
+            sources.append(f"timm `{head.DINO_ARCH}` pretrained weights")
+        elif head.DINO_WEIGHTS:
+            sources.append(f"specialist file `{head.DINO_WEIGHTS}` (DINO_WEIGHTS)")
+        else:
+            sources.append("RSIB DINO checkpoint (DINO_WEIGHTS or $RSIB_CKPT)")
+    return sources

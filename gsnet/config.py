@@ -6,8 +6,13 @@ published names and defaults so that published YAML files and command lines load
 the code they map to role names ("dino" = the remote-sensing specialist encoder).
 """
 
+import os
+
 import torch
-from detectron2.config import CfgNode
+import yaml
+from detectron2.config import CfgNode, get_cfg
+
+from .errors import ConfigError
 
 # The paper's evaluation protocol: the four test sets (each with its own vocabulary), sliding
 # windows and 1 x 1 class pooling. ``tools/train_net.py --paper-evaluation`` (scripts/eval.sh),
@@ -18,6 +23,35 @@ PAPER_EVALUATION_OVERRIDES = (
     "TEST.SLIDING_WINDOW", "True",
     "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]",
 )  # fmt: skip
+
+
+def load_config(config_file: str, opts=(), *, device: str | None = None) -> CfgNode:
+    """Detectron2's config with GSNet's keys, a YAML file and ``KEY VALUE`` overrides merged.
+
+    Args:
+        config_file: a YAML file (its ``_BASE_`` chain is followed).
+        opts: ["KEY", "VALUE", ...] overrides, as Detectron2's command lines take them.
+        device: overrides MODEL.DEVICE.
+    Raises:
+        ConfigError: the file is missing or does not load, or an override does not apply.
+    """
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"Config file not found: {config_file}. Give a YAML file of configs/.")
+    cfg = get_cfg()
+    add_gsnet_config(cfg)
+    try:
+        cfg.merge_from_file(config_file)
+        cfg.merge_from_list([str(item) for item in opts])
+    except (OSError, KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ConfigError(
+            f"The config does not load: {message}. Check the config file {config_file} and the "
+            "KEY VALUE overrides (the keys are defined in Detectron2's defaults and "
+            "gsnet/config.py)."
+        ) from error
+    if device is not None:
+        cfg.MODEL.DEVICE = device
+    return cfg
 
 
 def add_gsnet_config(cfg):

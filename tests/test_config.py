@@ -2,6 +2,7 @@ import glob
 import os
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
@@ -101,11 +102,10 @@ def test_project_entries_are_registered():
     assert "GSNetHead" in SEM_SEG_HEADS_REGISTRY
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml"))),
-    ids=os.path.basename,
-)
+ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
 def test_every_config_loads(path):
     cfg = _cfg()
     cfg.merge_from_file(path)
@@ -142,3 +142,92 @@ def test_published_yaml_and_overrides_load(tmp_path):
     )
     assert cfg.TEST.SLIDING_WINDOW and list(cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES) == [1, 1]
     assert cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 0
+
+
+def _meta_model(cfg):
+    from detectron2.modeling import build_model
+
+    cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def _parameter_counts(model):
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def test_published_yaml_builds_the_paper_model(tmp_path):
+    # Published keys that are now derived (FEATURE_RESOLUTION, *_GUIDANCE_DIM,
+    # DECODER_GUIDANCE_DIMS) keep their meaning: the same model as configs/vitb_384.yaml.
+    path = tmp_path / "published.yaml"
+    path.write_text(PUBLISHED_VITB_384)
+    cfg = _cfg()
+    cfg.merge_from_file(str(path))
+    model = _meta_model(cfg)
+    assert _parameter_counts(model) == (243_988_242, 29_006_865)
+    assert model.generalist.input_size == model.specialist.input_size == (384, 384)
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (
+            ["MODEL.SEM_SEG_HEAD.TEXT_GUIDANCE_DIM", "768"],
+            "TEXT_GUIDANCE_DIM=768 contradicts the generalist's embedding width 512",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.APPEARANCE_GUIDANCE_DIM", "256"],
+            "APPEARANCE_GUIDANCE_DIM=256 contradicts the generalist's embedding width 512",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.GENERALIST_INPUT_SIZE", "[448, 448]"],
+            r"FEATURE_RESOLUTION=\[24, 24\] and GENERALIST_INPUT_SIZE=\[448, 448\] disagree",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.DECODER_GUIDANCE_DIMS", "[128, 64]"],
+            r"DECODER_GUIDANCE_DIMS=\[128, 64\] contradicts the CLIP encoder's guidance "
+            r"widths \[256, 128\]",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.SPECIALIST_INPUT_SIZE", "[320, 320]"],
+            r"40 x 40 token grid.*use e.g. \[192, 192\] or \[384, 384\]",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER", "NoSuchEncoder"],
+            r"Unknown MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER 'NoSuchEncoder'.*"
+            r"\['TimmSpecialistEncoder'\]",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.FUSION_TYPE", "late_fusion"],
+            r"Unknown MODEL.SEM_SEG_HEAD.FUSION_TYPE 'late_fusion'.*'QueryGuidedFusion'",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.DECODER_NAME", "UNet"],
+            r"Unknown MODEL.SEM_SEG_HEAD.DECODER_NAME 'UNet'.*\['RIPDecoder'\]",
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER", "SigLIP"],
+            r"Unknown MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER 'SigLIP'.*CLIPGeneralistEncoder",
+        ),
+    ],
+    ids=[
+        "text-dim",
+        "appearance-dim",
+        "input-size",
+        "decoder-dims",
+        "specialist-grid",
+        "specialist-name",
+        "fusion-name",
+        "decoder-name",
+        "generalist-name",
+    ],
+)
+def test_contradicting_or_unknown_settings_are_one_line_errors(opts, message):
+    from gsnet.errors import ConfigError
+
+    cfg = _cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    cfg.merge_from_list(opts)
+    with pytest.raises(ConfigError, match=message):
+        _meta_model(cfg)

@@ -17,6 +17,8 @@ from torch.nn import functional as F
 from ..errors import ConfigError
 from .encoder import GUIDANCE
 from .fast_paths import conv_transpose
+from .precision import autocast_disabled
+from .registry import registered
 
 __all__ = ["DECODER_REGISTRY", "RIPDecoder", "build_decoder"]
 
@@ -33,9 +35,9 @@ module with ``forward(cost, generalist, specialist) -> (B, T, 4H, 4W)`` logits: 
 
 def build_decoder(cfg, *, in_channels: int, input_shapes: dict) -> nn.Module:
     """The decoder named by MODEL.SEM_SEG_HEAD.DECODER_NAME."""
-    return DECODER_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.DECODER_NAME)(
-        cfg, in_channels=in_channels, input_shapes=input_shapes
-    )
+    name = cfg.MODEL.SEM_SEG_HEAD.DECODER_NAME
+    decoder = registered(DECODER_REGISTRY, name, key="MODEL.SEM_SEG_HEAD.DECODER_NAME")
+    return decoder(cfg, in_channels=in_channels, input_shapes=input_shapes)
 
 
 class DoubleConv(nn.Sequential):
@@ -224,6 +226,6 @@ class RIPDecoder(nn.Module):
         # The logits leave in fp32 even under autocast: bf16 keeps 8 bits of mantissa, so
         # logits of a few units would be rounded to steps of 1/32 and the classes' scores would
         # tie; this one-channel convolution costs nothing in fp32.
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_disabled(x.device.type):
             logits = conv2d(x.float(), self.head)
         return logits.view(B, T, 4 * H, 4 * W)

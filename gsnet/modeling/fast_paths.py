@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .precision import autocast_enabled
+
 __all__ = [
     "OneHotBinaryCrossEntropy",
     "blocks_in_place",
@@ -39,7 +41,7 @@ __all__ = [
 def runs_without_autograd(module: nn.Module, x: torch.Tensor) -> bool:
     """True when ``module`` applied to ``x`` records no autograd graph and no autocast is on,
     so it may run in place (never for meta tensors, which only carry shapes)."""
-    if x.is_meta or torch.is_autocast_enabled(x.device.type):
+    if x.is_meta or autocast_enabled(x.device.type):
         return False
     if not torch.is_grad_enabled():
         return True

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from .fast_paths import conv2d_fft
+from .registry import registered
 
 __all__ = [
     "FUSION_REGISTRY",
@@ -55,7 +56,8 @@ def build_fusion(cfg, *, feature_dim: int, embed_dim: int) -> nn.Module:
     name = PUBLISHED_FUSION_TYPES.get(head.FUSION_TYPE, head.FUSION_TYPE)
     if not (head.USE_CLIP_CORR and head.USE_DINO_CORR):
         name = SingleStreamFusion.__name__
-    return FUSION_REGISTRY.get(name)(cfg, feature_dim=feature_dim, embed_dim=embed_dim)
+    fusion = registered(FUSION_REGISTRY, name, key="MODEL.SEM_SEG_HEAD.FUSION_TYPE")
+    return fusion(cfg, feature_dim=feature_dim, embed_dim=embed_dim)
 
 
 def cost_embedding(in_channels: int, embed_dim: int) -> nn.Conv2d:

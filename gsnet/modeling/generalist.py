@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ..errors import ConfigError
 from .encoder import DENSE, GUIDANCE, GUIDANCE_SCALES, Encoder, resampling_conv, token_grid
 from .fast_paths import blocks_in_place
+from .registry import registered
 
 __all__ = [
     "CLIP_ARCHITECTURES",
@@ -237,7 +238,9 @@ def set_clip_finetuning(clip: nn.Module, mode: str):
 
 def build_generalist(cfg) -> Encoder:
     """The generalist encoder named by MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER."""
-    return GENERALIST_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER)(cfg)
+    name = cfg.MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER
+    key = "MODEL.SEM_SEG_HEAD.GENERALIST_ENCODER"
+    return registered(GENERALIST_REGISTRY, name, key=key)(cfg)
 
 
 @GENERALIST_REGISTRY.register()
@@ -416,7 +419,8 @@ class CLIPGeneralistEncoder(Encoder):
         """
         clip = self.clip
         eot = tokens.argmax(dim=-1)  # EOT is the largest token id, as in open_clip's pooling
-        length = int(eot.max()) + 1
+        # (Meta tensors carry no values: they keep the whole context.)
+        length = tokens.shape[1] if tokens.is_meta else int(eot.max()) + 1
         tokens = tokens[:, :length]
         cast_dtype = clip.transformer.get_cast_dtype()
         x = clip.token_embedding(tokens).to(cast_dtype)

@@ -4,7 +4,6 @@ Shapes: B images, T classes, D the joint width (512), C the cost-embedding width
 H x W the cost-volume grid (24 x 24).
 """
 
-import torch
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
@@ -14,6 +13,7 @@ from .aggregation import AggregatorLayer
 from .decoder import build_decoder
 from .encoder import DENSE
 from .fusion import build_fusion
+from .precision import autocast_disabled, autocast_enabled
 
 __all__ = ["GSNetHead"]
 
@@ -154,8 +154,8 @@ class GSNetHead(nn.Module):
         """See ``_forward``; under autocast at inference the head runs in fp32 (see
         ``fp32_at_inference``)."""
         device_type = text.device.type
-        if self.fp32_at_inference and not self.training and torch.is_autocast_enabled(device_type):
-            with torch.autocast(device_type, enabled=False):
+        if self.fp32_at_inference and not self.training and autocast_enabled(device_type):
+            with autocast_disabled(device_type):
                 return self._forward(_float(generalist), _float(specialist), text.float())
         return self._forward(generalist, specialist, text)
 

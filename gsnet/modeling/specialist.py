@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from ..errors import ConfigError
 from .encoder import DENSE, GUIDANCE, GUIDANCE_SCALES, Encoder, resampling_conv, token_grid
 from .fast_paths import blocks_in_place
+from .registry import registered
 
 __all__ = [
     "SPECIALIST_ARCHITECTURES",
@@ -114,9 +115,9 @@ def _timm_model(arch: str) -> tuple[nn.Module, str, str]:
 
 def build_specialist(cfg, cost_volume_shape: ShapeSpec) -> Encoder:
     """The specialist encoder named by MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER."""
-    return SPECIALIST_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER)(
-        cfg, cost_volume_shape
-    )
+    name = cfg.MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER
+    key = "MODEL.SEM_SEG_HEAD.SPECIALIST_ENCODER"
+    return registered(SPECIALIST_REGISTRY, name, key=key)(cfg, cost_volume_shape)
 
 
 @SPECIALIST_REGISTRY.register()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gsnet.modeling.fusion import _fft_convolution_applies, embed
+from gsnet.modeling.fast_paths import conv2d_fft, fft_convolution_applies
 
 
 def test_benchmark_reports_every_phase(load_tool, tmp_path, repo_root):
@@ -30,7 +30,7 @@ def test_flop_count_of_a_convolution_does_not_depend_on_its_algorithm(load_tool)
     benchmark = load_tool("benchmark")
     conv = nn.Conv2d(8, 4, 7, padding=3)
     x = torch.randn(3, 8, 10, 10, requires_grad=True)
-    if not _fft_convolution_applies(x, conv):
+    if not fft_convolution_applies(x, conv):
         pytest.skip("NNPACK is not available in this PyTorch build")
 
     def step(forward):
@@ -38,4 +38,4 @@ def test_flop_count_of_a_convolution_does_not_depend_on_its_algorithm(load_tool)
 
     direct = benchmark.count_flops(lambda: step(conv))
     assert direct == 3 * 2 * 3 * 10 * 10 * 4 * 8 * 49  # forward, input and weight gradients
-    assert benchmark.count_flops(lambda: step(lambda x: embed(conv, x))) == direct
+    assert benchmark.count_flops(lambda: step(lambda x: conv2d_fft(conv, x))) == direct
