@@ -4,7 +4,8 @@
     python tools/model_summary.py configs/vitb_384.yaml configs/backbones/*.yaml
 
 Each config is built on PyTorch's meta device (shapes only: no memory, no weights, seconds even
-for ViT-L models) and its encoders, fusion, aggregation and decoder run once to check that they fit together.
+for ViT-L models), and its encoders, fusion, aggregation and decoder run once there to check
+that they fit together.
 The table gives the components, the parameter counts (total and trainable) and the weight files
 or tags that training from scratch reads (MODEL.WEIGHTS, a GSNet checkpoint, replaces them).
 """

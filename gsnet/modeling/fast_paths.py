@@ -126,7 +126,7 @@ def _timm_block_is_plain(block) -> bool:
     return (
         type(block) is Block
         and type(attn) is Attention
-        and attn.fused_attn
+        and getattr(attn, "fused_attn", False)
         and attn.qkv.bias is not None
         and _is_identity(block.ls1, block.ls2, block.drop_path1, block.drop_path2)
         and _is_identity(attn.q_norm, attn.k_norm, attn.norm, mlp.norm)
