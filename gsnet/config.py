@@ -103,6 +103,11 @@ def add_gsnet_config(cfg):
     # or "imagenet_select" (a subset); several templates are averaged per class.
     cfg.MODEL.PROMPT_ENSEMBLE_TYPE = "single"
 
+    # ---------------------------------------------------------------- model: components
+    # Python modules (dotted names or .py files) imported before the model is built, so that
+    # components they register (see README, "Your own component") can be named below.
+    cfg.MODEL.COMPONENT_MODULES = []
+
     # ---------------------------------------------------------------- model: generalist (CLIP)
     # Registered generalist encoder (gsnet.modeling.generalist.GENERALIST_REGISTRY).
     head.GENERALIST_ENCODER = "CLIPGeneralistEncoder"

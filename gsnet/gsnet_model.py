@@ -16,6 +16,7 @@ from .inference import check_window_geometry, sliding_window_inference, whole_im
 from .modeling.encoder import DENSE, Encoder
 from .modeling.fast_paths import OneHotBinaryCrossEntropy
 from .modeling.generalist import build_generalist
+from .modeling.registry import import_component_modules
 from .modeling.specialist import build_specialist
 from .modeling.text_queries import TextQueries
 
@@ -115,6 +116,7 @@ class GSNet(nn.Module):
                 "Visual prompt tuning (MODEL.SEM_SEG_HEAD.PROMPT_LENGTH > 0) is not supported: "
                 "set PROMPT_LENGTH 0 (the paper's setting)."
             )
+        import_component_modules(cfg.MODEL.COMPONENT_MODULES)
         generalist = build_generalist(cfg)
         shapes = {"generalist": generalist.output_shape(), "specialist": None}
         specialist = None
