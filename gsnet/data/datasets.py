@@ -20,7 +20,8 @@ Metadata (the keys Detectron2 reads, plus ``class_json``):
   exceptions kept from the published code: FLAIR spells its 2nd and 3rd classes with spaces
   ("pervious surface", "impervious surface") and appends "other" (13 classes, label 12 =
   "other" is ignored); Potsdam appends "clutter" (6 classes, label 5 = "clutter" is ignored).
-- ``class_json``: absolute path of the JSON giving the MODEL's vocabulary for the dataset. The
+- ``class_json``: absolute path of the JSON giving the MODEL's vocabulary for the dataset (for a
+  descriptor's dataset: the descriptor, which ``load_class_names`` reads as its class list). The
   model predicts len(JSON) channels, always a prefix of ``stuff_classes``.
 - ``ignore_label``: LandDiscover50K 0 ("background"), FloodNet 0 ("Background": predicted by the
   model but ignored in the ground truth), FLAIR 12, FAST 255, Potsdam 5; 255 for every
@@ -73,7 +74,8 @@ class DatasetSpec:
         name: the registered name (DATASETS.TRAIN / DATASETS.TEST entries).
         image_dir, label_dir: folders relative to the dataset root.
         image_ext, label_ext: file extensions without the dot.
-        class_json: file name of the class list in the repository's ``datasets/`` folder.
+        class_json: file name of the class list in the repository's ``datasets/`` folder (a
+            descriptor's: the descriptor file's absolute path).
         num_json_classes: the number of names the published JSON holds (checked on load).
         ignore_label: the label value ignored in evaluation (and, for the training set, the
             value the published configuration ignores in training).
