@@ -23,6 +23,44 @@ PAPER_EVALUATION_OVERRIDES = (
     "TEST.SLIDING_WINDOW", "True",
     "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]",
 )  # fmt: skip
+# OVRSISBench's evaluation protocol (RSKT-Seg's eval.sh): the eight test sets, each with its
+# own vocabulary, whole-image inference and 1 x 1 class pooling.
+OVRSISBENCH_TEST_SETS = (
+    "DLRSD_all_sem_seg", "iSAID_all_sem_seg", "Potsdam_all_sem_seg", "Vaihingen_all_sem_seg",
+    "LoveDA_all_sem_seg", "uavid_all_sem_seg", "UDD5_all_sem_seg", "VDD_all_sem_seg",
+)  # fmt: skip
+OVRSISBENCH_EVALUATION_OVERRIDES = (
+    "DATASETS.TEST", str(OVRSISBENCH_TEST_SETS),
+    "TEST.SLIDING_WINDOW", "False",
+    "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]",
+)  # fmt: skip
+# The named evaluation suites of ``tools/train_net.py --suite`` (scripts/eval.sh --suite).
+EVALUATION_SUITES = {
+    "paper": PAPER_EVALUATION_OVERRIDES,
+    "ovrsisbench": OVRSISBENCH_EVALUATION_OVERRIDES,
+}
+
+
+def evaluation_overrides(suite):
+    """The config overrides of an evaluation suite.
+
+    Args:
+        suite (str): a name of :data:`EVALUATION_SUITES`, or registered dataset names separated
+            by commas, which are evaluated with the paper's protocol (sliding windows, 1 x 1
+            class pooling), each with its own vocabulary.
+
+    Returns:
+        list[str]: KEY VALUE overrides, for ``cfg.merge_from_list``.
+    """
+    if suite in EVALUATION_SUITES:
+        return list(EVALUATION_SUITES[suite])
+    names = tuple(name.strip() for name in suite.split(",") if name.strip())
+    if not names:
+        raise ValueError(
+            f"Evaluation suite {suite!r} names no dataset; give one of "
+            f"{', '.join(EVALUATION_SUITES)} or registered names separated by commas."
+        )
+    return list(PAPER_EVALUATION_OVERRIDES[2:]) + ["DATASETS.TEST", str(names)]
 
 
 def load_config(config_file: str, opts=(), *, device: str | None = None) -> CfgNode:
@@ -59,6 +97,10 @@ def add_gsnet_config(cfg):
     # Detectron2 defaults to "cuda"; GSNet also runs on CPU-only machines.
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     # ---------------------------------------------------------------- input / data
+    # Dataset descriptor files (YAML or JSON, see gsnet/data/descriptors.py) whose datasets are
+    # registered before DATASETS.TRAIN / DATASETS.TEST are read; paths absolute or relative to
+    # the current directory or the repository root.
+    cfg.DATASETS.DESCRIPTORS = ()
     # Dataset mapper for training: "mask_former_semantic" is the semantic-segmentation mapper
     # (the published name; it selects gsnet.data.GSNetSemanticDatasetMapper).
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"

@@ -26,6 +26,7 @@ from pathlib import Path
 __all__ = [
     "CheckpointWriteError",
     "ConfigError",
+    "DescriptorError",
     "GSNetUserError",
     "InputFileError",
     "NonFiniteLossError",
@@ -50,6 +51,10 @@ class GSNetUserError(Exception):
 
 class ConfigError(GSNetUserError, ValueError):
     """The config, the command line or OUTPUT_DIR cannot be used."""
+
+
+class DescriptorError(GSNetUserError, ValueError):
+    """A dataset descriptor file cannot be used; the message names the file and the field."""
 
 
 class InputFileError(GSNetUserError, ValueError):

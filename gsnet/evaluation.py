@@ -5,7 +5,8 @@ per-class IoU/ACC and boundary IoU over the metadata's ``stuff_classes``, ignori
 ``ignore_label``; ground truth read at file resolution; classes without ground-truth pixels left
 out of mIoU and mACC) with a NumPy-2-safe ground-truth reader and clear errors for predictions
 or labels that do not fit the dataset. :func:`write_results_table` gathers the results of the
-four test sets into one table (mIoU per set and their mean), as the paper reports them.
+test sets (the paper's four, or any evaluation suite) into one table (mIoU, fwIoU, mACC and pACC
+per set and their mean, as the paper reports them) and a per-class table.
 :func:`compare_precisions` measures what low-precision inference changes: pixel agreement with
 fp32 and the mIoU of both.
 
@@ -27,6 +28,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from .data.datasets import remap_labels
 from .errors import InputFileError
 
 logger = logging.getLogger(__name__)
@@ -98,9 +100,11 @@ class GSNetSemSegEvaluator(SemSegEvaluator):
             output_dir=output_dir,
             sem_seg_loading_fn=self._load_ground_truth,
         )
+        # File value -> class index, for datasets whose label files hold other values.
+        self._label_mapping = MetadataCatalog.get(dataset_name).get("label_mapping", {})
 
     def _load_ground_truth(self, filename, dtype=int):
-        label = load_label_map(filename, dtype=dtype)
+        label = remap_labels(load_label_map(filename, dtype=dtype), self._label_mapping)
         if label.ndim != 2:
             raise ValueError(
                 f"Ground truth {filename} has shape {label.shape}; it must be a single-channel "
@@ -186,6 +190,24 @@ def _json_safe(value):
     return value
 
 
+def _per_class_rows(results):
+    """[dataset, class, IoU, ACC] per class of each set (empty cells for a class without ground
+    truth), from Detectron2's "IoU-<class>" and "ACC-<class>" metrics."""
+    rows = []
+    for name, result in results.items():
+        metrics = result["sem_seg"]
+        for key, iou in metrics.items():
+            if not key.startswith("IoU-"):
+                continue
+            class_name = key[len("IoU-") :]
+            accuracy = metrics.get(f"ACC-{class_name}", math.nan)
+            rows.append(
+                [name, class_name]
+                + ["" if math.isnan(value) else f"{value:.4f}" for value in (iou, accuracy)]
+            )
+    return rows
+
+
 def write_results_table(results, output_dir):
     """Log and save the results of several test sets as one table.
 
@@ -193,7 +215,8 @@ def write_results_table(results, output_dir):
         results (dict): {dataset_name: {"sem_seg": {"mIoU", "fwIoU", "mACC", "pACC",
             "IoU-<class>", ...}}}, as returned by Detectron2's inference for several test sets.
         output_dir (str): receives results.json (every metric), results.csv and results.md
-            (the summary table); created if needed.
+            (the summary table) and results_per_class.csv (dataset, class, IoU, ACC: one row per
+            class of each set); created if needed.
 
     Returns:
         str: the summary table (markdown): one row per test set and a "mean" row.
@@ -222,6 +245,10 @@ def write_results_table(results, output_dir):
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows([row[0]] + [f"{v:.4f}" for v in row[1:]] for row in rows)
+    with open(os.path.join(output_dir, "results_per_class.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "class", "IoU", "ACC"])
+        writer.writerows(_per_class_rows(results))
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     logger.info("Results (%%), written to %s:\n%s", output_dir, table)
@@ -255,7 +282,8 @@ def compare_precisions(
     for evaluator in evaluators.values():
         evaluator.reset()
     ground_truth_files = evaluators[torch.float32].input_file_to_gt_file
-    ignore_label = MetadataCatalog.get(dataset_name).ignore_label
+    metadata = MetadataCatalog.get(dataset_name)
+    ignore_label, label_mapping = metadata.ignore_label, metadata.get("label_mapping", {})
     counts = np.zeros(4, dtype=np.int64)  # agreeing, pixels, agreeing labelled, labelled
     images = 0
     saved_precision = model.inference_precision
@@ -274,6 +302,7 @@ def compare_precisions(
                     predictions[dtype] = [o["sem_seg"].argmax(0).cpu().numpy() for o in outputs]
                 for x, high, low in zip(inputs, predictions[torch.float32], predictions[precision]):
                     label = load_label_map(ground_truth_files[x["file_name"]])
+                    label = remap_labels(label, label_mapping)
                     labelled = label != ignore_label
                     same = high == low
                     counts += [same.sum(), same.size, same[labelled].sum(), labelled.sum()]

@@ -289,7 +289,8 @@ def check_registered(dataset_names, key):
     if unknown:
         raise ConfigError(
             f"{key} names {unknown}, which {'is' if len(unknown) == 1 else 'are'} not registered. "
-            f"GSNet's datasets: {', '.join(spec.name for spec in GSNET_DATASETS)}."
+            f"GSNet's datasets: {', '.join(spec.name for spec in GSNET_DATASETS)}; a dataset "
+            "of your own is registered from a descriptor file named in DATASETS.DESCRIPTORS."
         )
 
 

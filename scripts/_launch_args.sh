@@ -1,7 +1,8 @@
 # Shared argument handling of train.sh and eval.sh (sourced, POSIX sh).
-# Usage: parse_launch_args SCRIPT_NAME "$@"  (CONFIG NUM_GPUS OUTPUT_DIR [ARGS ...]).
+# Usage: parse_launch_args SCRIPT_NAME EXTRA_USAGE "$@"  (CONFIG NUM_GPUS OUTPUT_DIR [ARGS ...]).
 # Sets: config, gpus, output, launcher_flags (--num-machines/--machine-rank/--dist-url/--resume
-# with their values) and leaves KEY VALUE overrides in the positional parameters via
+# with their values), suite (the value of --suite, when the caller sets accepts_suite=1; else
+# --suite is an unknown option) and leaves KEY VALUE overrides in the positional parameters via
 # `eval set -- $opts`.
 
 usage() {
@@ -45,7 +46,17 @@ parse_launch_args() {
     esac
     launcher_flags=""
     opts=""
+    suite=""
     while [ $# -gt 0 ]; do
+        if [ "$1" = --suite ] && [ "${accepts_suite:-0}" = 1 ]; then
+            if [ $# -lt 2 ]; then
+                echo "error: --suite needs a value (paper, ovrsisbench or dataset names separated by commas)." >&2
+                exit 2
+            fi
+            suite=$2
+            shift 2
+            continue
+        fi
         case $1 in
             --num-machines|--machine-rank|--dist-url)
                 if [ $# -lt 2 ]; then

@@ -1,13 +1,16 @@
 #!/bin/sh
 # Evaluate GSNet on the paper's four test sets (FloodNet, FLAIR, FAST, Potsdam), each with its
 # own class list, with the paper's protocol: sliding-window inference and 1x1 class pooling.
-#   sh scripts/eval.sh CONFIG NUM_GPUS OUTPUT_DIR [KEY VALUE ...]
+#   sh scripts/eval.sh CONFIG NUM_GPUS OUTPUT_DIR [KEY VALUE ...] [--suite NAME]
+# --suite evaluates another suite instead: ovrsisbench (its eight test sets and protocol), or
+# registered dataset names separated by commas (the paper's protocol on those sets).
 # Weights: MODEL.WEIGHTS as an override, default OUTPUT_DIR/model_final.pth. Writes the table to
-# OUTPUT_DIR/results.{json,csv,md}.
+# OUTPUT_DIR/results.{json,csv,md} and the per-class IoU to OUTPUT_DIR/results_per_class.csv.
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/_launch_args.sh"
-parse_launch_args eval.sh "" "$@"
+accepts_suite=1
+parse_launch_args eval.sh " [--suite NAME]" "$@"
 python=${GSNET_PYTHON:-$repo/.venv/bin/python}
 [ -x "$python" ] || python=python3
 
@@ -22,6 +25,12 @@ case " $opts " in
         opts="$opts 'MODEL.WEIGHTS' $(quote "$weights")" ;;
 esac
 
+if [ -n "$suite" ]; then
+    protocol="--suite $(quote "$suite")"
+else
+    protocol="--paper-evaluation"
+fi
+
 eval "set -- $opts"
 eval "exec \"\$python\" \"\$repo/tools/train_net.py\" --config-file \"\$config\" --eval-only \
-    --paper-evaluation --num-gpus \"\$gpus\" $launcher_flags OUTPUT_DIR \"\$output\" \"\$@\""
+    $protocol --num-gpus \"\$gpus\" $launcher_flags OUTPUT_DIR \"\$output\" \"\$@\""

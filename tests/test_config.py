@@ -122,6 +122,27 @@ def test_paper_config_is_the_whole_experiment():
     assert cfg.SOLVER.MAX_ITER == 30000 and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 0.01
 
 
+@pytest.mark.parametrize(
+    "name, train_set, num_classes",
+    [
+        ("ovrsisbench_dlrsd", "DLRSD_train_sem_seg", 17),
+        ("ovrsisbench_isaid", "iSAID_train_sem_seg", 15),
+    ],
+)
+def test_ovrsisbench_configs_train_the_paper_model_on_the_benchmark(name, train_set, num_classes):
+    from gsnet.data.class_names import load_class_names
+
+    paper, cfg = _cfg(), _cfg()
+    paper.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "benchmarks", f"{name}.yaml"))
+    head = cfg.MODEL.SEM_SEG_HEAD
+    assert cfg.DATASETS.TRAIN == (train_set,)
+    assert (head.IGNORE_VALUE, head.NUM_CLASSES) == (255, num_classes)
+    assert len(load_class_names(head.TRAIN_CLASS_JSON)) == num_classes
+    assert head.CLIP_PRETRAINED == paper.MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED
+    assert head.DINO_ARCH == paper.MODEL.SEM_SEG_HEAD.DINO_ARCH
+
+
 def test_published_yaml_and_overrides_load(tmp_path):
     path = tmp_path / "published.yaml"
     path.write_text(PUBLISHED_VITB_384)

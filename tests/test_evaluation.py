@@ -112,6 +112,19 @@ def test_results_table_files(tmp_path):
     assert (tmp_path / "out" / "results.md").read_text().strip() == table
 
 
+def test_results_per_class_csv(tmp_path):
+    results = {"FloodNet": result(40.0, 80.0), "VDD_all_sem_seg": result(20.0, 60.0)}
+    results["VDD_all_sem_seg"]["sem_seg"].update({"IoU-Road": 12.5, "ACC-Road": 50.0})
+    write_results_table(results, str(tmp_path))
+    with open(tmp_path / "results_per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [
+        {"dataset": "FloodNet", "class": "x", "IoU": "", "ACC": ""},
+        {"dataset": "VDD_all_sem_seg", "class": "x", "IoU": "", "ACC": ""},
+        {"dataset": "VDD_all_sem_seg", "class": "Road", "IoU": "12.5000", "ACC": "50.0000"},
+    ]
+
+
 def test_results_table_rejects_an_unwrapped_result(tmp_path):
     with pytest.raises(ValueError, match="pass {dataset_name: result}"):
         write_results_table(result(1.0, 2.0), str(tmp_path))

@@ -77,3 +77,16 @@ def test_eval_sh_weights_override_and_missing_weights(echo_python, tmp_path):
     assert argv.count("MODEL.WEIGHTS") == 1 and argv[argv.index("MODEL.WEIGHTS") + 1] == "w.pth"
     missing = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "pass MODEL.WEIGHTS" in missing.stderr
+
+
+def test_eval_sh_suite_replaces_the_paper_protocol(echo_python, tmp_path):
+    done = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path), "MODEL.WEIGHTS", "w.pth",
+               "--suite", "ovrsisbench", python=echo_python)
+    assert done.returncode == 0, done.stderr
+    argv = done.stdout.splitlines()
+    assert argv[argv.index("--suite") + 1] == "ovrsisbench"
+    assert "--paper-evaluation" not in argv
+    missing = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path), "--suite")
+    assert missing.returncode == 2 and "--suite needs a value" in missing.stderr
+    training = run("train.sh", "configs/toy.yaml", "1", str(tmp_path), "--suite", "paper")
+    assert training.returncode == 2 and "unknown option '--suite'" in training.stderr

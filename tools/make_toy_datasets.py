@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Write small synthetic datasets in the layouts of the five GSNet datasets.
+"""Write small synthetic datasets in the layouts of every registered dataset.
 
-A training set in LandDiscover50K's layout and the four test sets in theirs, with the real class
-lists; see gsnet/data/toy_datasets.py for how the classes are drawn. Then use them with
+A training set in LandDiscover50K's layout, the four test sets in theirs, and the sets of the
+other benchmarks (OVRSISBench, OpenEarthMap) in theirs, with the real class lists; see
+gsnet/data/toy_datasets.py for how the classes are drawn. Then use them with
 DETECTRON2_DATASETS=<root>.
 
     python tools/make_toy_datasets.py --root datasets/toy
@@ -41,7 +42,7 @@ def main(argv=None):
     shared = shared_classes()
     for name, count in written.items():
         spec = get_dataset_spec(name)
-        print(f"  {name:17s} {count:4d} images  {spec.image_dir}/, {spec.label_dir}/")
+        print(f"  {name:22s} {count:4d} images  {spec.image_dir}/, {spec.label_dir}/")
         if name in shared:
             print(f"      classes shared with training: {', '.join(shared[name])}")
     print(f"Use them with: export DETECTRON2_DATASETS={args.root}")

@@ -9,8 +9,17 @@
 
 ``--paper-evaluation`` applies the paper's evaluation protocol (the four test sets, sliding
 windows, 1 x 1 class pooling: gsnet.config.PAPER_EVALUATION_OVERRIDES) before the command
-line's KEY VALUE overrides. ``--num-gpus N`` starts N processes; on a machine without GPUs
-they run on the CPU (gloo).
+line's KEY VALUE overrides. ``--suite NAME`` applies a named evaluation suite instead
+(gsnet.config.EVALUATION_SUITES: "paper", "ovrsisbench"), or, given registered dataset names
+separated by commas, the paper's protocol on those sets. Datasets of one's own are registered
+from the descriptor files of DATASETS.DESCRIPTORS (gsnet/data/descriptors.py):
+
+    python tools/train_net.py --config-file configs/vitb_384.yaml --eval-only \
+        --suite ovrsisbench MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file configs/vitb_384.yaml --eval-only \
+        --suite parcels_val DATASETS.DESCRIPTORS "('parcels.yaml',)" MODEL.WEIGHTS w.pth
+
+``--num-gpus N`` starts N processes; on a machine without GPUs they run on the CPU (gloo).
 
 Errors in the input (config, dataset files, weight files, OUTPUT_DIR, a non-finite loss, a full
 disk) are reported as one line, ``train_net.py: error: <message>``, with exit status 2; ``--debug``
@@ -32,7 +41,8 @@ from torch.multiprocessing import ProcessExitedException
 
 import gsnet
 from gsnet.allocator import keep_freed_memory
-from gsnet.config import PAPER_EVALUATION_OVERRIDES
+from gsnet.config import EVALUATION_SUITES, PAPER_EVALUATION_OVERRIDES, evaluation_overrides
+from gsnet.data.descriptors import register_descriptors
 from gsnet.errors import ConfigError, user_error_message
 from gsnet.evaluation import write_results_table
 from gsnet.training import GSNetTrainer, check_output_dir
@@ -50,6 +60,8 @@ def setup(args):
         cfg.merge_from_file(args.config_file)
         if args.paper_evaluation:
             cfg.merge_from_list(list(PAPER_EVALUATION_OVERRIDES))
+        if args.suite:
+            cfg.merge_from_list(evaluation_overrides(args.suite))
         cfg.merge_from_list(args.opts)
     except (OSError, KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -59,6 +71,7 @@ def setup(args):
             "gsnet/config.py)."
         ) from error
     cfg.freeze()
+    register_descriptors(cfg.DATASETS.DESCRIPTORS)
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         check_no_earlier_run(cfg.OUTPUT_DIR, args)
         check_output_dir(cfg.OUTPUT_DIR)
@@ -123,11 +136,18 @@ def argument_parser():
         action="store_true",
         help="show the traceback of errors in the input (also: GSNET_DEBUG=1)",
     )
-    parser.add_argument(
+    protocol = parser.add_mutually_exclusive_group()
+    protocol.add_argument(
         "--paper-evaluation",
         action="store_true",
         help="evaluate with the paper's protocol: the four test sets, sliding windows, 1x1 "
         "class pooling (KEY VALUE overrides still apply after it)",
+    )
+    protocol.add_argument(
+        "--suite",
+        metavar="NAME",
+        help=f"evaluate a named suite ({', '.join(EVALUATION_SUITES)}) or registered datasets "
+        "separated by commas (with the paper's protocol); KEY VALUE overrides apply after it",
     )
     return parser
 

@@ -2,8 +2,8 @@
 
 :func:`check_dataset` looks at a dataset's folders as registered (``image_root``,
 ``sem_seg_root``), pairs images with labels, and reads every pair: images must open, labels
-must be single-channel, hold only class indices of the metadata or the ignore label, and have
-their image's size.
+must be single-channel, hold only class indices of the metadata or the ignore label (after the
+dataset's label map, if it has one), and have their image's size.
 """
 
 import logging
@@ -15,7 +15,7 @@ from detectron2.data import MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import get_dataset_spec, list_image_label_pairs
+from .datasets import get_dataset_spec, list_image_label_pairs, remap_labels
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def check_dataset(name, *, progress=False):
     """Check one registered GSNet dataset.
 
     Args:
-        name (str): a registered name of the table (e.g. "FloodNet").
+        name (str): a registered name of the table (e.g. "FloodNet") or of a descriptor.
         progress (bool): show a tqdm progress bar over the pairs.
 
     Returns:
@@ -120,7 +120,7 @@ def check_dataset(name, *, progress=False):
                 image_size = image.size
             with Image.open(label_file) as label_image:
                 label_size = label_image.size
-                label = np.asarray(label_image)
+                label = remap_labels(np.asarray(label_image), spec.label_mapping)
         except OSError as e:
             unreadable.append(str(e))
             continue

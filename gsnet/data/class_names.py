@@ -2,7 +2,11 @@
 
 A class-name file is a JSON list of non-empty strings, e.g. ``["background", "bare land", ...]``.
 The strings are the model's text queries, reproduced exactly as published (typos included):
-the released weights were trained on them. Paths given in configs (``"datasets/potsdam.json"``)
+the released weights were trained on them. A dataset descriptor (:mod:`gsnet.data.descriptors`,
+a YAML file or a JSON object) is read as its ``classes`` field: a list of names, or a class-name
+file relative to the descriptor's folder; so every place that takes a class-name file
+(``TEST_CLASS_JSON``, a dataset's metadata ``class_json``, a tool's ``--classes``) takes a
+descriptor too. Paths given in configs (``"datasets/potsdam.json"``)
 are resolved relative to the current directory first, then to the repository root, so configs
 work from any working directory.
 """
@@ -11,9 +15,20 @@ import json
 import logging
 from pathlib import Path
 
+import yaml
+
+from ..errors import DescriptorError
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLASS_JSON_DIR", "REPO_ROOT", "load_class_names", "resolve_config_path"]
+__all__ = [
+    "CLASS_JSON_DIR",
+    "REPO_ROOT",
+    "descriptor_class_names",
+    "load_class_names",
+    "read_structured_file",
+    "resolve_config_path",
+]
 
 # The repository checkout that holds this package (gsnet/data/class_names.py -> repo root).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,11 +64,11 @@ def resolve_config_path(path):
 
 
 def load_class_names(path):
-    """Read a class-name JSON file.
+    """Read a class-name JSON file, or the class list of a dataset descriptor.
 
     Args:
-        path (str or Path): the JSON file; a relative path is resolved by
-            :func:`resolve_config_path`.
+        path (str or Path): the JSON file or the descriptor (``.yaml``/``.yml``, or ``.json``
+            holding an object); a relative path is resolved by :func:`resolve_config_path`.
 
     Returns:
         list[str]: the class names, in file order (the model's channel order).
@@ -63,18 +78,81 @@ def load_class_names(path):
         ValueError: the file is not valid JSON, not a list, empty, holds an entry that is not a
             non-empty string, or names a class twice (CLIP lower-cases its input, so names that
             differ only in case are the same query).
+        DescriptorError: a descriptor cannot be parsed, or its ``classes`` field is bad.
     """
     file = resolve_config_path(path)
+    content = read_structured_file(file)
+    # A JSON object without a 'classes' field is a mistaken class list, not a descriptor.
+    if isinstance(content, dict) and ("classes" in content or file.suffix.lower() != ".json"):
+        return descriptor_class_names(file, content)
+    return _checked_names(file, content)
+
+
+def read_structured_file(file):
+    """Parse a JSON file (``.json``) or a YAML file (any other suffix).
+
+    Raises:
+        ValueError: the text is not UTF-8 or does not parse (the message names the file and the
+            place).
+    """
     how_to_fix = 'Write a JSON list of class names, e.g. ["building", "road", "tree"].'
     try:
-        names = json.loads(file.read_text(encoding="utf-8"))
+        text = Path(file).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"Class-name file {file} is not UTF-8 text ({e}). {how_to_fix}") from None
+    if Path(file).suffix.lower() != ".json":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise DescriptorError(f"{file}: not valid YAML{where}: {e}.") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(
             f"Class-name file {file} is not valid JSON: {e.msg} at line {e.lineno}, "
             f"column {e.colno}. {how_to_fix}"
         ) from None
+
+
+def descriptor_class_names(file, descriptor):
+    """The class names of a parsed descriptor's ``classes`` field.
+
+    Args:
+        file (Path): the descriptor file (for messages, and the folder of a class-name file).
+        descriptor (dict): its parsed content.
+
+    Raises:
+        DescriptorError: the field is missing, neither a list nor a file name, or its list (or
+            file) is not a valid class list.
+    """
+    classes = descriptor.get("classes")
+    field = f"{file}: field 'classes'"
+    if isinstance(classes, str) and classes.strip():
+        class_file = Path(file).parent / Path(classes).expanduser()
+        if not class_file.is_file():
+            raise DescriptorError(f"{field}: class-name file {class_file} does not exist.")
+        try:
+            names = _checked_names(class_file, read_structured_file(class_file))
+        except ValueError as e:
+            raise DescriptorError(f"{field}: {e}") from None
+        return names
+    if isinstance(classes, list):
+        try:
+            return _checked_names(file, classes)
+        except ValueError as e:
+            raise DescriptorError(f"{field}: {e}") from None
+    raise DescriptorError(
+        f"{field}: {'missing' if classes is None else f'got {classes!r:.60}'}; give a list of "
+        "class names (classes: [building, road, tree]) or a class-name JSON file relative to "
+        "the descriptor."
+    )
+
+
+def _checked_names(file, names):
+    """``names`` (parsed from ``file``) if it is a valid class list; ValueError otherwise."""
+    how_to_fix = 'Write a JSON list of class names, e.g. ["building", "road", "tree"].'
     if not isinstance(names, list):
         raise ValueError(
             f"Class-name file {file} holds a JSON {type(names).__name__}, not a list. {how_to_fix}"

@@ -22,6 +22,7 @@ from detectron2.projects.point_rend import ColorAugSSDTransform
 from torch.nn import functional as F
 
 from ..errors import InputFileError
+from .datasets import remap_labels
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ class GSNetSemanticDatasetMapper:
         """
         Args:
             dataset_dict (dict): one record of a registered dataset: "file_name" and
-                "sem_seg_file_name" (and optionally "height", "width").
+                "sem_seg_file_name" (and optionally "height", "width", and "label_mapping": file
+                value -> class index pairs, see :func:`gsnet.data.datasets.remap_labels`).
 
         Returns:
             dict: a copy of the record without "sem_seg_file_name", with "height"/"width" of
@@ -146,6 +148,7 @@ class GSNetSemanticDatasetMapper:
         dataset_dict = dict(dataset_dict)
         image_file = dataset_dict["file_name"]
         label_file = dataset_dict.pop("sem_seg_file_name", None)
+        label_mapping = dataset_dict.pop("label_mapping", ())
         if label_file is None:
             raise ValueError(
                 f"Training record of {image_file} has no 'sem_seg_file_name'; semantic "
@@ -155,6 +158,7 @@ class GSNetSemanticDatasetMapper:
         utils.check_image_size(dataset_dict, image)
         # Float64 so that resizing uses torch's nearest interpolation (PyTorch has no uint16).
         label = read_image_file(label_file, what="label").astype("double")
+        label = remap_labels(label, label_mapping)
         if label.ndim != 2:
             raise InputFileError(
                 f"Label {label_file} has {label.shape[2]} channels; a label must be a "

@@ -1,11 +1,18 @@
-"""The five GSNet datasets: one table and one register function.
+"""The built-in datasets: one table and one register function.
 
 GSNet trains on LandDiscover50K and is evaluated, without fine-tuning, on four remote-sensing
-test sets. Each row of :data:`GSNET_DATASETS` gives a registered name, its folders under the
-dataset root (``$DETECTRON2_DATASETS``, default ``datasets`` relative to the current
-directory), its file extensions, its class-name JSON in the repository's ``datasets/`` folder
-and its ignore label. Importing this module registers all five, as Detectron2's builtin
-datasets do; :func:`register_gsnet_datasets` re-registers them under another root.
+test sets (the paper's protocol, ``benchmark="GSNet"``). The table also holds the sets of two
+protocols that later work reports: OVRSISBench (RSKT-Seg, Pi-Seg: train on DLRSD or iSAID, test
+on eight sets, ``benchmark="OVRSISBench"``) and OpenEarthMap as SegEarth-OV evaluates it
+(``benchmark="SegEarth-OV"``); datasets/README.md gives each one's source and preparation.
+
+Each row of :data:`GSNET_DATASETS` gives a registered name, its folders under the dataset root
+(``$DETECTRON2_DATASETS``, default ``datasets`` relative to the current directory), its file
+extensions, its class-name JSON in the repository's ``datasets/`` folder and its ignore label.
+Importing this module registers every row, as Detectron2's builtin datasets do;
+:func:`register_gsnet_datasets` re-registers them under another root. Datasets of one's own
+are described by a descriptor file instead (:mod:`gsnet.data.descriptors`) and registered by
+:func:`register_dataset` like a row.
 
 Metadata (the keys Detectron2 reads, plus ``class_json``):
 
@@ -13,10 +20,14 @@ Metadata (the keys Detectron2 reads, plus ``class_json``):
   exceptions kept from the published code: FLAIR spells its 2nd and 3rd classes with spaces
   ("pervious surface", "impervious surface") and appends "other" (13 classes, label 12 =
   "other" is ignored); Potsdam appends "clutter" (6 classes, label 5 = "clutter" is ignored).
-- ``class_json``: absolute path of the JSON giving the MODEL's vocabulary for the dataset. The
+- ``class_json``: absolute path of the JSON giving the MODEL's vocabulary for the dataset (for a
+  descriptor's dataset: the descriptor, which ``load_class_names`` reads as its class list). The
   model predicts len(JSON) channels, always a prefix of ``stuff_classes``.
 - ``ignore_label``: LandDiscover50K 0 ("background"), FloodNet 0 ("Background": predicted by the
-  model but ignored in the ground truth), FLAIR 12, FAST 255, Potsdam 5.
+  model but ignored in the ground truth), FLAIR 12, FAST 255, Potsdam 5; 255 for every
+  OVRSISBench set and OpenEarthMap (their label files hold 0..T-1 and at most 255).
+- ``label_mapping``: only for a dataset whose label files hold other values than its class indices:
+  {file value: class index or ignore label}; values not listed are kept.
 - ``image_root``, ``sem_seg_root``, ``evaluator_type`` ("sem_seg").
 
 Images and labels are paired by file name without extension, in the folder itself (no
@@ -42,13 +53,16 @@ __all__ = [
     "GSNET_DATASETS",
     "DatasetSpec",
     "PairListing",
+    "benchmark_datasets",
     "dataset_root_from_env",
     "expected_tree",
     "get_dataset_spec",
     "list_image_label_pairs",
     "load_sem_seg_dataset",
     "class_lists",
+    "register_dataset",
     "register_gsnet_datasets",
+    "remap_labels",
 ]
 
 
@@ -60,7 +74,8 @@ class DatasetSpec:
         name: the registered name (DATASETS.TRAIN / DATASETS.TEST entries).
         image_dir, label_dir: folders relative to the dataset root.
         image_ext, label_ext: file extensions without the dot.
-        class_json: file name of the class list in the repository's ``datasets/`` folder.
+        class_json: file name of the class list in the repository's ``datasets/`` folder (a
+            descriptor's: the descriptor file's absolute path).
         num_json_classes: the number of names the published JSON holds (checked on load).
         ignore_label: the label value ignored in evaluation (and, for the training set, the
             value the published configuration ignores in training).
@@ -69,6 +84,10 @@ class DatasetSpec:
         extra_classes: metadata-only classes appended after the JSON's (never predicted).
         label_subdir: a sub-folder of ``label_dir`` that holds the labels in some downloads;
             used when it exists and holds label files.
+        benchmark: the protocol the dataset belongs to: "GSNet" (the paper's five),
+            "OVRSISBench", "SegEarth-OV", or "descriptor" (a dataset of one's own).
+        label_mapping: (file value, class index or ignore label) pairs, for label files whose values
+            are not the class indices; values not listed are kept.
     """
 
     name: str
@@ -82,6 +101,8 @@ class DatasetSpec:
     metadata_renames: tuple = ()
     extra_classes: tuple = ()
     label_subdir: str = ""
+    benchmark: str = "GSNet"
+    label_mapping: tuple = ()
 
 
 GSNET_DATASETS = (
@@ -142,19 +163,177 @@ GSNET_DATASETS = (
         ignore_label=5,
         extra_classes=("clutter",),
     ),
+    # OVRSISBench (RSKT-Seg's registration: names, folders, extensions and ignore label as
+    # there; class lists as its evaluation's TEST_CLASS_JSON files).
+    DatasetSpec(
+        name="DLRSD_train_sem_seg",
+        image_dir="DLRSD_split/train/imgs",
+        label_dir="DLRSD_split/train/D2masks",
+        image_ext="jpg",
+        label_ext="png",
+        class_json="ovrsisbench/dlrsd.json",
+        num_json_classes=17,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="DLRSD_val_sem_seg",
+        image_dir="DLRSD_split/val/imgs",
+        label_dir="DLRSD_split/val/D2masks",
+        image_ext="jpg",
+        label_ext="png",
+        class_json="ovrsisbench/dlrsd.json",
+        num_json_classes=17,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="DLRSD_all_sem_seg",
+        image_dir="DLRSD/imgs",
+        label_dir="DLRSD/D2masks",
+        image_ext="jpg",
+        label_ext="png",
+        class_json="ovrsisbench/dlrsd.json",
+        num_json_classes=17,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="iSAID_train_sem_seg",
+        image_dir="iSAID_split/train/imgs",
+        label_dir="iSAID_split/train/D2masks",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/isaid.json",
+        num_json_classes=15,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="iSAID_val_sem_seg",
+        image_dir="iSAID_split/val/imgs",
+        label_dir="iSAID_split/val/D2masks",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/isaid.json",
+        num_json_classes=15,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="iSAID_all_sem_seg",
+        image_dir="iSAID/imgs",
+        label_dir="iSAID/D2masks",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/isaid.json",
+        num_json_classes=15,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="Potsdam_all_sem_seg",
+        image_dir="Potsdam/imgs",
+        label_dir="Potsdam/D2masks",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/potsdam.json",
+        num_json_classes=6,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="Vaihingen_all_sem_seg",
+        image_dir="Vaihingen/imgs",
+        label_dir="Vaihingen/D2masks",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/vaihingen.json",
+        num_json_classes=6,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="LoveDA_all_sem_seg",
+        image_dir="LoveDA/images_png",
+        label_dir="LoveDA/masks_png",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/loveda.json",
+        num_json_classes=8,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="uavid_all_sem_seg",
+        image_dir="uavid/Images",
+        label_dir="uavid/Labels",
+        image_ext="png",
+        label_ext="png",
+        class_json="ovrsisbench/uavid.json",
+        num_json_classes=8,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="UDD5_all_sem_seg",
+        image_dir="UDD5/all/src",
+        label_dir="UDD5/all/gt",
+        image_ext="JPG",
+        label_ext="png",
+        class_json="ovrsisbench/udd5.json",
+        num_json_classes=5,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    DatasetSpec(
+        name="VDD_all_sem_seg",
+        image_dir="VDD/src",
+        label_dir="VDD/gt",
+        image_ext="JPG",
+        label_ext="png",
+        class_json="ovrsisbench/vdd.json",
+        num_json_classes=7,
+        ignore_label=255,
+        benchmark="OVRSISBench",
+    ),
+    # OpenEarthMap (without its xBD part), validation split, as SegEarth-OV evaluates it.
+    DatasetSpec(
+        name="openearthmap_val",
+        image_dir="OpenEarthMap/img_dir/val",
+        label_dir="OpenEarthMap/ann_dir/val",
+        image_ext="tif",
+        label_ext="tif",
+        class_json="openearthmap.json",
+        num_json_classes=9,
+        ignore_label=255,
+        benchmark="SegEarth-OV",
+    ),
 )
 
 # How many file names an error message lists.
 _MAX_NAMES_SHOWN = 5
 
 
+# Datasets registered by register_dataset beyond the table (descriptors), by name.
+_EXTRA_SPECS = {}
+
+
 def get_dataset_spec(name):
-    """The table row of a registered name (KeyError naming the known ones otherwise)."""
+    """The row of a registered name: the table's, or a descriptor's (KeyError naming the known
+    ones otherwise)."""
     for spec in GSNET_DATASETS:
         if spec.name == name:
             return spec
-    known = ", ".join(spec.name for spec in GSNET_DATASETS)
+    if name in _EXTRA_SPECS:
+        return _EXTRA_SPECS[name]
+    known = ", ".join([spec.name for spec in GSNET_DATASETS] + list(_EXTRA_SPECS))
     raise KeyError(f"'{name}' is not a GSNet dataset; known datasets: {known}.")
+
+
+def benchmark_datasets(benchmark):
+    """The registered names of one benchmark of the table ("GSNet", "OVRSISBench", ...)."""
+    return [spec.name for spec in GSNET_DATASETS if spec.benchmark == benchmark]
 
 
 def dataset_root_from_env():
@@ -215,7 +394,7 @@ def expected_tree(root, names=None):
 
     Args:
         root (str): the dataset root to show.
-        names (list[str] or None): registered names to show; None shows all five.
+        names (list[str] or None): registered names to show; None shows the whole table.
 
     Returns:
         str: one line per folder, e.g. ``"  FloodNet/val+test/img/*.jpg   FloodNet images"``.
@@ -319,6 +498,14 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
     for folder, ext in ((image_root, image_ext), (sem_seg_root, label_ext)):
         problem = _folder_problem(folder, ext)
         if problem:
+            if spec.benchmark == "descriptor":
+                raise FileNotFoundError(
+                    f"Dataset '{name}': {problem}\nIts descriptor {spec.class_json} expects "
+                    f"*.{image_ext} images in {image_root} and *.{label_ext} labels in "
+                    f"{sem_seg_root}; fix the fields 'images', 'labels', 'image_suffix' or "
+                    f"'label_suffix', then run: python tools/check_datasets.py --descriptor "
+                    f"{spec.class_json}"
+                )
             raise FileNotFoundError(
                 f"Dataset '{name}': {problem}\nExpected layout:\n{expected_tree(root, [name])}\n"
                 "Set $DETECTRON2_DATASETS to the folder holding the datasets; see "
@@ -343,49 +530,91 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
             f"python tools/check_datasets.py --only {name} lists every problem."
         )
     logger.info("Dataset '%s': %d images from %s", name, len(listing.pairs), image_root)
-    return [{"file_name": image, "sem_seg_file_name": label} for image, label in listing.pairs]
+    # The training mapper reads a record's label map (the evaluator reads the metadata's).
+    extra = {"label_mapping": spec.label_mapping} if spec.label_mapping else {}
+    return [
+        {"file_name": image, "sem_seg_file_name": label, **extra} for image, label in listing.pairs
+    ]
+
+
+def remap_labels(label, label_mapping):
+    """Replace the file values of a label by their class indices.
+
+    Args:
+        label (ndarray): (H, W) label values as read from the file.
+        label_mapping (tuple or dict): (file value, class index or ignore label) pairs; values not
+            listed are kept. Empty: the label is returned as it is.
+
+    Returns:
+        ndarray: (H, W), a new array when anything is mapped.
+    """
+    pairs = label_mapping.items() if isinstance(label_mapping, dict) else label_mapping
+    if not pairs:
+        return label
+    mapped = label.copy()
+    for file_value, class_index in pairs:
+        mapped[label == file_value] = class_index
+    return mapped
+
+
+def register_dataset(spec, root):
+    """Register one dataset (a table row or a descriptor's) under ``root``, replacing an earlier
+    registration of its name.
+
+    Args:
+        spec (DatasetSpec): the dataset; absolute folders and class file are used as they are.
+        root (str): the dataset root its relative folders are under.
+
+    Returns:
+        str: the registered name.
+    """
+    json_names, stuff_classes = class_lists(spec)
+    image_root = os.path.join(root, spec.image_dir)
+    sem_seg_root = _label_root(spec, root)
+    if spec.name in DatasetCatalog.list():
+        DatasetCatalog.remove(spec.name)
+    if spec.name in MetadataCatalog.list():
+        MetadataCatalog.remove(spec.name)
+    DatasetCatalog.register(
+        spec.name,
+        functools.partial(load_sem_seg_dataset, spec, root, image_root, sem_seg_root),
+    )
+    metadata = MetadataCatalog.get(spec.name)
+    metadata.set(
+        stuff_classes=stuff_classes,
+        ignore_label=spec.ignore_label,
+        evaluator_type="sem_seg",
+        image_root=image_root,
+        sem_seg_root=sem_seg_root,
+        class_json=str(CLASS_JSON_DIR / spec.class_json),
+    )
+    if spec.label_mapping:
+        metadata.set(label_mapping=dict(spec.label_mapping))
+    if spec not in GSNET_DATASETS:
+        _EXTRA_SPECS[spec.name] = spec
+    logger.debug(
+        "Registered %s: %d model classes, %d evaluation classes, images %s, labels %s",
+        spec.name,
+        len(json_names),
+        len(stuff_classes),
+        image_root,
+        sem_seg_root,
+    )
+    return spec.name
 
 
 def register_gsnet_datasets(root):
-    """Register the five datasets under ``root``, replacing earlier registrations.
+    """Register every dataset of the table under ``root``, replacing earlier registrations.
 
     Args:
-        root (str): the folder holding LandDiscover50K/, FloodNet/, FLAIR/, FAST/ and
-            PotsdamSplit/ (nothing is read until a dataset is used, except whether FAST's
-            gray/ label folder exists).
+        root (str): the folder holding LandDiscover50K/, FloodNet/, FLAIR/, FAST/,
+            PotsdamSplit/ and the other benchmarks' folders (nothing is read until a dataset is
+            used, except whether FAST's gray/ label folder exists).
 
     Returns:
-        list[str]: the registered names.
+        list[str]: the registered names, in table order.
     """
-    for spec in GSNET_DATASETS:
-        json_names, stuff_classes = class_lists(spec)
-        image_root = os.path.join(root, spec.image_dir)
-        sem_seg_root = _label_root(spec, root)
-        if spec.name in DatasetCatalog.list():
-            DatasetCatalog.remove(spec.name)
-        if spec.name in MetadataCatalog.list():
-            MetadataCatalog.remove(spec.name)
-        DatasetCatalog.register(
-            spec.name,
-            functools.partial(load_sem_seg_dataset, spec, root, image_root, sem_seg_root),
-        )
-        MetadataCatalog.get(spec.name).set(
-            stuff_classes=stuff_classes,
-            ignore_label=spec.ignore_label,
-            evaluator_type="sem_seg",
-            image_root=image_root,
-            sem_seg_root=sem_seg_root,
-            class_json=str(CLASS_JSON_DIR / spec.class_json),
-        )
-        logger.debug(
-            "Registered %s: %d model classes, %d evaluation classes, images %s, labels %s",
-            spec.name,
-            len(json_names),
-            len(stuff_classes),
-            image_root,
-            sem_seg_root,
-        )
-    return [spec.name for spec in GSNET_DATASETS]
+    return [register_dataset(spec, root) for spec in GSNET_DATASETS]
 
 
 register_gsnet_datasets(dataset_root_from_env())

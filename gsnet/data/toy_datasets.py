@@ -1,9 +1,11 @@
-"""Small synthetic datasets in the layouts of the five GSNet datasets, for tests and the toy run.
+"""Small synthetic datasets in the layouts of the built-in datasets, for tests and the toy run.
 
 :func:`make_toy_datasets` writes, under one root, a training set in LandDiscover50K's layout
 (40 classes, label 0 = "background", ignored in training) and the four test sets in theirs
 (FloodNet's images as .jpg, FAST's labels in semlabels/, FLAIR's "other" = 12, Potsdam's
-"clutter" = 5 and FAST's unlabelled 255 as ignore labels), with the real class lists.
+"clutter" = 5 and FAST's unlabelled 255 as ignore labels), with the real class lists; and every
+other row of the table (OVRSISBench's training and test sets, OpenEarthMap) in its layout, drawn
+like a test set (its training sets too), with 255 as the unlabelled background.
 
 Each class NAME has one visual pattern: a colour and a texture (flat, horizontal stripes,
 vertical stripes or a checker board), plus a little pixel noise. An image is a background
@@ -78,18 +80,22 @@ def shared_classes():
 
 def _pattern_ids():
     """Lower-cased class name -> pattern id: training classes 0..39 in JSON order, then every
-    other name of the test sets (JSON and metadata spellings) in sorted order."""
+    other name of the paper's test sets (JSON and metadata spellings) in sorted order, then
+    those of the other benchmarks' sets in sorted order (so that adding a benchmark leaves the
+    paper's toy sets as they were)."""
     ids = {name.lower(): i for i, name in enumerate(_train_names())}
-    others = sorted(
-        {
-            name.lower()
-            for spec in GSNET_DATASETS
-            for names in class_lists(spec)
-            for name in names
-            if name.lower() not in ids
-        }
-    )
-    ids.update((name, len(ids) + i) for i, name in enumerate(others))
+    for paper in (True, False):
+        others = sorted(
+            {
+                name.lower()
+                for spec in GSNET_DATASETS
+                if (spec.benchmark == "GSNet") == paper
+                for names in class_lists(spec)
+                for name in names
+                if name.lower() not in ids
+            }
+        )
+        ids.update((name, len(ids) + i) for i, name in enumerate(others))
     return ids
 
 
@@ -160,16 +166,26 @@ def _dataset_plan(spec, pattern_ids, shared):
     background_name = stuff_classes[ignore] if ignore < len(stuff_classes) else "background"
     classes = [i for i in range(len(json_names)) if i != ignore]
     if spec.name == TRAIN_DATASET:
-        shared_names = {n.lower() for names in shared.values() for n in names}
+        # Only the paper's test sets steer the toy training (its README numbers stay as they
+        # were when more benchmarks joined the table).
+        shared_names = {
+            n.lower()
+            for name, names in shared.items()
+            if get_dataset_spec(name).benchmark == "GSNet"
+            for n in names
+        }
         is_shared = [json_names[i].lower() in shared_names for i in classes]
         weights = np.where(is_shared, _SHARED_TRAIN_WEIGHT, 1.0)
     else:
         is_shared = np.array([json_names[i] in shared[spec.name] for i in classes])
-        weights = np.where(
-            is_shared,
-            _SHARED_PROBABILITY / is_shared.sum(),
-            (1 - _SHARED_PROBABILITY) / (~is_shared).sum(),
-        )
+        if is_shared.all() or not is_shared.any():
+            weights = np.ones(len(classes))
+        else:
+            weights = np.where(
+                is_shared,
+                _SHARED_PROBABILITY / is_shared.sum(),
+                (1 - _SHARED_PROBABILITY) / (~is_shared).sum(),
+            )
     return (
         (pattern_ids[background_name.lower()], ignore),
         [(pattern_ids[json_names[i].lower()], i) for i in classes],
@@ -194,7 +210,8 @@ def _prepare_root(root):
 
 
 def make_toy_datasets(root, *, num_train=64, num_test=8, image_size=128, seed=0):
-    """Write the five toy datasets under ``root`` (deterministic given the arguments).
+    """Write a toy version of every dataset of the table under ``root`` (deterministic given the
+    arguments; the paper's five come out as before the other benchmarks were added).
 
     Args:
         root (str): the dataset root to write (register it with
@@ -202,7 +219,8 @@ def make_toy_datasets(root, *, num_train=64, num_test=8, image_size=128, seed=0)
             holds dataset folders from another source is refused; one from an earlier toy run
             is rewritten.
         num_train (int): training images (LandDiscover50K layout).
-        num_test (int): images of each test set.
+        num_test (int): images of each other set (the test sets, and the other benchmarks'
+            training sets).
         image_size (int): training images are image_size x image_size; test images
             image_size x image_size * 5 // 4 (H x W).
         seed (int): random seed; each dataset draws from its own stream.
@@ -239,7 +257,7 @@ def make_toy_datasets(root, *, num_train=64, num_test=8, image_size=128, seed=0)
             image, label = _draw_image(height, width, background, [classes[i] for i in picks], rng)
             stem = f"toy_{index:05d}"
             image_file = os.path.join(image_dir, f"{stem}.{spec.image_ext}")
-            if spec.image_ext == "jpg":
+            if spec.image_ext.lower() == "jpg":
                 Image.fromarray(image).save(image_file, quality=_JPEG_QUALITY)
             else:
                 Image.fromarray(image).save(image_file)

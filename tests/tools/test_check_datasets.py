@@ -91,3 +91,38 @@ def test_problem_makes_the_tool_fail(root, tool, capsys):
     assert tool.main(["--root", str(root)]) == 1
     out = capsys.readouterr().out
     assert "Problems in: potsdam_all." in out and "PotsdamSplit/ann_dir/val/*.png" in out
+
+
+def test_default_is_the_paper_five_and_benchmark_selects_others(root, tool, capsys):
+    assert tool.main(["--root", str(root), "--benchmark", "OVRSISBench"]) == 0
+    out = capsys.readouterr().out
+    assert "All 12 dataset(s) OK" in out and "VDD_all_sem_seg: OK; 3 images" in out
+    assert "FloodNet" not in out
+    assert tool.main(["--root", str(root), "--benchmark", "all"]) == 0
+    assert "All 18 dataset(s) OK" in capsys.readouterr().out
+
+
+def test_descriptor_is_checked(root, tool, capsys, tmp_path):
+    descriptor = tmp_path / "mine.yaml"
+    descriptor.write_text(
+        f"name: mine_val\nimages: {root}/VDD/src\nlabels: {root}/VDD/gt\nimage_suffix: .JPG\n"
+        "classes: classes.json\nignore_label: 255\n"
+    )
+    (tmp_path / "classes.json").write_text('["a", "b", "c", "d", "e", "f", "g"]')
+    assert tool.main(["--descriptor", str(descriptor)]) == 0
+    assert "mine_val: OK; 3 images, 3 labels, 3 pairs" in capsys.readouterr().out
+
+    (root / "VDD/gt/toy_00001.png").unlink()
+    assert tool.main(["--descriptor", str(descriptor)]) == 1
+    assert "Fix the files, or the descriptor's fields." in capsys.readouterr().out
+
+
+def test_bad_descriptor_is_one_line_with_status_2(tool, capsys, tmp_path, register_root):
+    descriptor = tmp_path / "bad.yaml"
+    descriptor.write_text("name: bad\nimages: i\nlabels: l\nclasses: [a]\nignore_label: x\n")
+    assert tool.main(["--descriptor", str(descriptor)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"check_datasets.py: error: {descriptor}: field 'ignore_label': got 'x'; give a label "
+        "value 0..65535 (often 255)."
+    )
