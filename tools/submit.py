@@ -55,6 +55,7 @@ def sbatch_option(text):
 
 def argument_parser():
     parser = argparse.ArgumentParser(
+        prog="submit.py",
         description="Submit tools/train_net.py (training or --eval-only) to SLURM with submitit.",
         usage="%(prog)s [options] -- TRAIN_NET_ARGS ...",
     )
