@@ -13,9 +13,9 @@ line's KEY VALUE overrides. ``--num-gpus N`` starts N processes; on a machine wi
 they run on the CPU (gloo). Started by torchrun or srun, each process joins their run instead
 (gsnet.launcher; one process per GPU, no --num-gpus):
 
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
         tools/train_net.py --config-file configs/vitb_384.yaml OUTPUT_DIR out
-    srun --nodes 2 --ntasks-per-node 8 --gpus-per-node 8 \
+    srun --nodes 2 --ntasks-per-node 2 --gpus-per-node 2 \
         python tools/train_net.py --config-file configs/vitb_384.yaml OUTPUT_DIR out
 
 Errors in the input (config, dataset files, weight files, OUTPUT_DIR, a non-finite loss, a full

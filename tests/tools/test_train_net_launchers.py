@@ -1,13 +1,18 @@
 """tools/train_net.py started by torchrun (one machine, or two "machines" on this host) and by
 a simulated srun: the same final weights as the same number of processes started by
-Detectron2's launcher; a command line that contradicts the launcher is one error line."""
+Detectron2's launcher, the same evaluation as one process; a command line that contradicts the
+launcher is one error line."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from gsnet.checkpoint import GSNetCheckpointer
+from gsnet.training import GSNetTrainer
 
 
 def torchrun(port, nnodes, nproc_per_node, node_rank):
@@ -55,6 +60,39 @@ def test_same_weights_as_detectron2s_launcher(
     assert weights.keys() == two_process_weights.keys()
     for name, value in weights.items():
         assert torch.equal(value, two_process_weights[name]), name
+
+
+def test_evaluation_under_torchrun_matches_one_process(
+    short_training, two_process_weights, free_port, tmp_path, repo_root, make_toy_cfg,
+    make_toy_model, toy_root, register_root,
+):  # fmt: skip
+    weights = tmp_path / "weights.pth"
+    torch.save({"model": two_process_weights}, weights)
+    test_sets = "('potsdam_all', 'FloodNet')"
+    output = tmp_path / "eval"
+    done = subprocess.run(
+        [*torchrun(free_port, 1, 2, 0), short_training.train_net, "--eval-only",
+         "--config-file", os.path.join(repo_root, "configs", "toy.yaml"),
+         "OUTPUT_DIR", str(output), "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights),
+         "DATASETS.TEST", test_sets],
+        env=short_training.env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((output / "results.json").read_text())
+
+    register_root(str(toy_root))
+    model = make_toy_model().eval()
+    GSNetCheckpointer(model).load(str(weights))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process
+    try:
+        expected = GSNetTrainer.test(make_toy_cfg("DATASETS.TEST", test_sets), model)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(results) == list(expected)
+    for name in expected:
+        for metric in ("mIoU", "fwIoU", "mACC", "pACC"):
+            assert results[name]["sem_seg"][metric] == expected[name]["sem_seg"][metric]
 
 
 def test_num_gpus_under_torchrun_is_one_error_line(load_tool, repo_root, tmp_path, monkeypatch,
