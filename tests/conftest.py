@@ -17,8 +17,9 @@ from gsnet.data.toy_datasets import make_toy_datasets
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
+TOY_CONFIG_ARGS = ("--config-file", os.path.join(REPO_ROOT, "configs", "toy.yaml"))
 # 4 iterations of 2 images on the CPU, checkpoints after iterations 1 and 3, no evaluation.
-SHORT_TRAINING_OPTS = (
+SHORT_OPTS = (
     "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4",
     "SOLVER.CHECKPOINT_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
     "SEED", "1",
@@ -104,10 +105,7 @@ def short_training(toy_root):
     }
     env.update(DETECTRON2_DATASETS=str(toy_root), OMP_NUM_THREADS="1")
     return SimpleNamespace(
-        argv=lambda output_dir: [
-            "--config-file", os.path.join(REPO_ROOT, "configs", "toy.yaml"),
-            "OUTPUT_DIR", str(output_dir), *SHORT_TRAINING_OPTS,
-        ],  # fmt: skip
+        argv=lambda output_dir: [*TOY_CONFIG_ARGS, "OUTPUT_DIR", str(output_dir), *SHORT_OPTS],
         env=env,
         train_net=TRAIN_NET,
         final_weights=final_weights,

@@ -112,8 +112,9 @@ def test_two_srun_tasks_on_one_node_form_a_process_group(short_training, free_po
         subprocess.Popen(
             [sys.executable, str(probe), str(tmp_path / "report")],
             env={**short_training.env, **slurm, "SLURM_PROCID": rank, "SLURM_LOCALID": rank},
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for rank in ("0", "1")
     ]
     for task in tasks:

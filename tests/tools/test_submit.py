@@ -65,8 +65,9 @@ def test_what_is_submitted(submit, monkeypatch, capsys):
     monkeypatch.setattr(gsnet.submission, "build_executor", build_executor)
     monkeypatch.setattr(submit.shutil, "which", lambda name: f"/usr/bin/{name}")
     tool_args = ["--config-file", "configs/vitb_384.yaml", "OUTPUT_DIR", "out"]
-    assert submit.main(["--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu", "--time",
-                        "72:00:00", "--sbatch", "constraint=volta32gb", "--", *tool_args]) == 0
+    options = ["--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu", "--time", "72:00:00",
+               "--sbatch", "constraint=volta32gb"]  # fmt: skip
+    assert submit.main([*options, "--", *tool_args]) == 0
     assert submitted["folder"] == os.path.join("out", "submitit")
     assert submitted["parameters"] == {
         "cluster": "slurm", "nodes": 2, "gpus_per_node": 8, "tasks_per_node": None,

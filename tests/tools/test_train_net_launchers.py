@@ -95,8 +95,9 @@ def test_evaluation_under_torchrun_matches_one_process(
             assert results[name]["sem_seg"][metric] == expected[name]["sem_seg"][metric]
 
 
-def test_num_gpus_under_torchrun_is_one_error_line(load_tool, repo_root, tmp_path, monkeypatch,
-                                                   capsys):
+def test_num_gpus_under_torchrun_is_one_error_line(
+    load_tool, repo_root, tmp_path, monkeypatch, capsys
+):
     for name in [name for name in os.environ if name.startswith("SLURM_")]:
         monkeypatch.delenv(name)
     torchrun_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
