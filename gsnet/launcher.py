@@ -88,10 +88,6 @@ def _integer(environ, *names):
         ) from None
 
 
-def _first_set(environ, *names):
-    return next((environ[name] for name in names if environ.get(name)), None)
-
-
 def master_port_for_job(job_id):
     """The rendezvous port of a cluster job (SLURM's "1234" or "1234_5" of an array job): the
     same for all its tasks, different for jobs submitted one after the other."""
@@ -123,16 +119,16 @@ def placement(environ=None):
     """
     environ = os.environ if environ is None else environ
     if all(name in environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
-        if "LOCAL_WORLD_SIZE" not in environ:
-            raise ConfigError(
-                "RANK, LOCAL_RANK and WORLD_SIZE are set but LOCAL_WORLD_SIZE (the processes per "
-                "machine) is not: start the processes with torchrun, or set it."
-            )
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in environ]
+        missing = [
+            name
+            for name in ("LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+            if name not in environ
+        ]
         if missing:
             raise ConfigError(
-                f"RANK, LOCAL_RANK and WORLD_SIZE are set but {' and '.join(missing)} (the "
-                "rendezvous of process 0) not: start the processes with torchrun, or set it."
+                f"RANK, LOCAL_RANK and WORLD_SIZE are set but {', '.join(missing)} not: start "
+                "the processes with torchrun, or set them (LOCAL_WORLD_SIZE: the processes per "
+                "machine; MASTER_ADDR and MASTER_PORT: the rendezvous of process 0)."
             )
         found = ProcessPlacement(
             launcher="torchrun",
@@ -165,7 +161,7 @@ def _slurm_placement(environ):
             "each: give srun --ntasks-per-node (one task per GPU)."
         )
     host = environ.get("MASTER_ADDR") or first_slurm_host(
-        _first_set(environ, "SLURM_STEP_NODELIST", "SLURM_NODELIST")
+        environ.get("SLURM_STEP_NODELIST") or environ["SLURM_NODELIST"]
     )
     if "MASTER_PORT" in environ:
         port = _integer(environ, "MASTER_PORT")

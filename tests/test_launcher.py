@@ -60,8 +60,9 @@ def test_torchrun_wins_inside_srun_and_a_batch_script_is_no_step():
 
 
 @pytest.mark.parametrize("environ, message", [
-    ({**TORCHRUN, "LOCAL_WORLD_SIZE": None}, "LOCAL_WORLD_SIZE (the processes per machine) is not"),
-    ({**TORCHRUN, "MASTER_PORT": None}, "MASTER_PORT (the rendezvous of process 0) not"),
+    ({**TORCHRUN, "LOCAL_WORLD_SIZE": None}, "WORLD_SIZE are set but LOCAL_WORLD_SIZE not"),
+    ({**TORCHRUN, "MASTER_ADDR": None, "MASTER_PORT": None},
+     "are set but MASTER_ADDR, MASTER_PORT not: start the processes with torchrun"),
     ({**TORCHRUN, "RANK": "three"}, "RANK='three' is not an integer"),
     ({**TORCHRUN, "RANK": "4"}, "rank 4 of 4 and local rank 1 of 2 per machine, which do not"),
     ({**SRUN, "SLURM_NTASKS": "7"}, "srun placed 7 tasks on 2 node(s), not the same number"),
