@@ -26,4 +26,8 @@ setup(
         "opencv-python-headless",
         "pycocotools",
     ],
+    extras_require={
+        # tools/submit.py and gsnet.submission: training and evaluation as SLURM jobs.
+        "cluster": ["submitit==1.5.4"],
+    },
 )

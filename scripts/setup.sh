@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates (or refreshes) the project's virtual environment in .venv and installs everything GSNet
-# needs: torch + torchvision, requirements.txt, Detectron2 and the gsnet package itself.
+# needs: torch + torchvision, requirements.txt, Detectron2 and the gsnet package itself (with the
+# "cluster" extra of setup.py: submitit, for tools/submit.py).
 # Idempotent: a second run with unchanged requirements returns at once.
 #
 # Environment: PYTHON (default python3), GSNET_VENV (default <repo>/.venv),
@@ -40,8 +41,9 @@ echo "[setup] installing requirements.txt"
 $pip install --quiet -r "$repo/requirements.txt"
 echo "[setup] installing Detectron2"
 "$venv/bin/python" "$repo/scripts/install_detectron2.py"
-echo "[setup] installing gsnet (editable)"
-$pip install --quiet --no-deps --no-build-isolation -e "$repo"
+echo "[setup] installing gsnet (editable) with its cluster extra (submitit)"
+# requirements.txt has installed gsnet's own dependencies: this adds only the extra's.
+$pip install --quiet --no-build-isolation -e "$repo[cluster]"
 
 "$venv/bin/python" -c "import gsnet, detectron2, torch; print('[setup] ready: torch', torch.__version__, '| detectron2', detectron2.__version__, '| gsnet', gsnet.__version__)"
 echo "$fingerprint" > "$stamp"

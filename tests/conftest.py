@@ -1,6 +1,11 @@
-"""Shared fixtures: the toy GSNet configuration (same code paths as the paper model)."""
+"""Shared fixtures: the toy GSNet configuration (same code paths as the paper model), and a
+short two-process toy training that the launcher tests start in several ways."""
 
 import os
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +16,17 @@ from gsnet.data.datasets import dataset_root_from_env, register_gsnet_datasets
 from gsnet.data.toy_datasets import make_toy_datasets
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
+TOY_CONFIG_ARGS = ("--config-file", os.path.join(REPO_ROOT, "configs", "toy.yaml"))
+# 4 iterations of 2 images on the CPU, checkpoints after iterations 1 and 3, no evaluation.
+SHORT_OPTS = (
+    "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4",
+    "SOLVER.CHECKPOINT_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
+    "SEED", "1",
+)  # fmt: skip
+# What gsnet.launcher reads: a test run must not inherit the placement of the test session.
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                      "MASTER_PORT")  # fmt: skip
 
 
 def _toy_cfg(*opts):
@@ -66,3 +82,49 @@ def register_root():
     after the test."""
     yield register_gsnet_datasets
     register_gsnet_datasets(dataset_root_from_env())
+
+
+@pytest.fixture
+def free_port():
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def short_training(toy_root):
+    """The short toy training: ``argv(output_dir)`` gives train_net.py's arguments, ``env`` the
+    environment of its processes (the toy datasets, one thread per process so that every way of
+    starting them computes alike, no torchrun or SLURM variables), ``final_weights(output_dir)``
+    the model it wrote."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in LAUNCHER_VARIABLES and not name.startswith("SLURM_")
+    }
+    env.update(DETECTRON2_DATASETS=str(toy_root), OMP_NUM_THREADS="1")
+    return SimpleNamespace(
+        argv=lambda output_dir: [*TOY_CONFIG_ARGS, "OUTPUT_DIR", str(output_dir), *SHORT_OPTS],
+        env=env,
+        train_net=TRAIN_NET,
+        final_weights=final_weights,
+    )
+
+
+@pytest.fixture(scope="session")
+def two_process_weights(short_training, tmp_path_factory):
+    """The final weights of the short training in 2 processes started by Detectron2's launcher."""
+    output = tmp_path_factory.mktemp("detectron2_launch") / "run"
+    done = subprocess.run(
+        [sys.executable, TRAIN_NET, "--num-gpus", "2", *short_training.argv(output)],
+        env=short_training.env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_weights(output)
+
+
+def final_weights(output_dir):
+    """The model of OUTPUT_DIR/model_final.pth."""
+    path = os.path.join(output_dir, "model_final.pth")
+    return torch.load(path, weights_only=True, map_location="cpu")["model"]

@@ -19,7 +19,14 @@ from the descriptor files of DATASETS.DESCRIPTORS (gsnet/data/descriptors.py):
     python tools/train_net.py --config-file configs/vitb_384.yaml --eval-only \
         --suite parcels_val DATASETS.DESCRIPTORS "('parcels.yaml',)" MODEL.WEIGHTS w.pth
 
-``--num-gpus N`` starts N processes; on a machine without GPUs they run on the CPU (gloo).
+``--num-gpus N`` starts N processes; on a machine without GPUs
+they run on the CPU (gloo). Started by torchrun or srun, each process joins their run instead
+(gsnet.launcher; one process per GPU, no --num-gpus):
+
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        tools/train_net.py --config-file configs/vitb_384.yaml OUTPUT_DIR out
+    srun --nodes 2 --ntasks-per-node 2 --gpus-per-node 2 \
+        python tools/train_net.py --config-file configs/vitb_384.yaml OUTPUT_DIR out
 
 Errors in the input (config, dataset files, weight files, OUTPUT_DIR, a non-finite loss, a full
 disk) are reported as one line, ``train_net.py: error: <message>``, with exit status 2; ``--debug``
@@ -31,10 +38,9 @@ import os
 import sys
 import time
 
-import torch
 import yaml
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
@@ -43,8 +49,9 @@ import gsnet
 from gsnet.allocator import keep_freed_memory
 from gsnet.config import EVALUATION_SUITES, PAPER_EVALUATION_OVERRIDES, evaluation_overrides
 from gsnet.data.descriptors import register_descriptors
-from gsnet.errors import ConfigError, user_error_message
+from gsnet.errors import ConfigError, GSNetUserError, user_error_message
 from gsnet.evaluation import write_results_table
+from gsnet.launcher import launch
 from gsnet.training import GSNetTrainer, check_output_dir
 
 # Exit status of a command stopped by an error in its input (as argparse's usage errors).
@@ -124,8 +131,12 @@ def main_reporting_errors(args):
             # Errors of the input usually strike every process: give the main process time to
             # report it (the launcher then stops this one) so that it is printed once.
             time.sleep(SECONDARY_REPORT_DELAY_S)
-        print(f"train_net.py: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR_STATUS)
+        exit_with_error(message)
+
+
+def exit_with_error(message):
+    print(f"train_net.py: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_STATUS)
 
 
 def argument_parser():
@@ -156,10 +167,6 @@ def cli(argv=None):
     parser = argument_parser()
     args = parser.parse_args(argv)
     args.debug = args.debug or os.environ.get("GSNET_DEBUG") == "1"
-    if args.num_gpus > 1 and not torch.cuda.is_available():
-        # Detectron2's launcher uses gloo without GPUs; share the cores among the processes.
-        threads = max(1, (os.cpu_count() or 1) // args.num_gpus)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         launch(
             main_reporting_errors,
@@ -169,6 +176,10 @@ def cli(argv=None):
             dist_url=args.dist_url,
             args=(args,),
         )
+    except GSNetUserError as error:  # the launcher's environment or the command line
+        if args.debug:
+            raise
+        exit_with_error(error)
     except ProcessExitedException as error:
         if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
             sys.exit(USER_ERROR_STATUS)
