@@ -26,4 +26,8 @@ setup(
         "opencv-python-headless",
         "pycocotools",
     ],
+    extras_require={
+        # The web demo (tools/demo.py); scripts/setup.sh installs it for the tests.
+        "demo": ["gradio==6.31.0"],
+    },
 )
