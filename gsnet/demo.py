@@ -12,12 +12,12 @@ dependencies alone.
 Shapes: T classes, H x W the uploaded image.
 """
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .data.datasets import GSNET_DATASETS, class_lists
 from .data.toy_datasets import TRAIN_DATASET
@@ -36,17 +36,18 @@ from .predictor import (
 __all__ = [
     "DEFAULT_MAX_CLASSES",
     "GEOTIFF_SUFFIXES",
+    "OVERLAY_MAX_SIDE",
+    "QUICKSTART_OUTPUT",
     "UPLOAD_SUFFIXES",
     "DemoInputError",
     "DemoModel",
     "DemoResult",
+    "LegendEntry",
     "choose_model",
     "parse_vocabulary",
     "quickstart_examples",
     "segment_upload",
 ]
-
-logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO_ROOT / "configs" / "vitb_384.yaml"
@@ -169,7 +170,7 @@ class DemoResult:
         area_known: whether ``statistics`` holds areas in square metres (projected CRS).
     """
 
-    overlay: object
+    overlay: Image.Image
     legend: list[LegendEntry]
     statistics: list[dict]
     files: list[Path]
@@ -256,8 +257,9 @@ def _is_out_of_memory(error):
 
 
 def _predict_and_write(predictor, path, class_names, output_dir, *, name, progress):
-    """The one place that calls gsnet.predictor's reading, prediction and output functions:
-    read, check the bands, predict, write the downloads, draw the overlay."""
+    """The one place that calls gsnet.predictor's reading, prediction and output functions
+    (the adapter to re-point when they move): read, check the bands, predict, write the
+    downloads, draw the overlay."""
     progress(0.0, desc="reading the image")
     try:
         image = read_image(path)

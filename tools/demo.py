@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 r"""A web page that segments an uploaded image with GSNet, for the class names one types.
 
-    python tools/demo.py --config configs/vitb_384.yaml --weights model.pth   # then open
-                                                                              # http://127.0.0.1:7860
+    python tools/demo.py --config configs/vitb_384.yaml --weights model.pth
+    # then open http://127.0.0.1:7860
 
 Upload a PNG, JPEG or GeoTIFF (or pick an example), type class names separated by commas, and
 the page shows the image with its label colours, the legend and the per-class areas, and
@@ -82,7 +82,11 @@ def parse_args(argv=None):
         help="the quick start's output folder, where the toy model is looked for "
         "(default: %(default)s)",
     )
-    parser.add_argument("--classes", default="", help='class names shown at first: "road,tree"')
+    parser.add_argument(
+        "--classes",
+        default="",
+        help='class names in the box at first, and of the --example images: "road, tree"',
+    )
     parser.add_argument(
         "--example",
         action="append",
@@ -127,7 +131,7 @@ class DemoPage:
         self.max_classes = max_classes
 
     def segment(self, upload, class_names, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        """The Segment button: (status line, overlay, legend HTML, statistics table, files).
+        """The Segment button: (status line HTML, overlay, legend HTML, statistics table, files).
 
         Args:
             upload: the uploaded file's path (Gradio keeps its name), or None.
@@ -148,14 +152,14 @@ class DemoPage:
                 progress=progress,
             )
         except DemoInputError as error:
-            return f"**Error:** {error}", None, "", None, None
+            return f"<p><strong>Error:</strong> {_escape(error)}</p>", None, "", None, None
         height, width = result.image_size
         status = f"Segmented {Path(upload).name} ({width} x {height} px) into "
         status += f"{len(result.legend)} classes."
         if result.overlay.size != (width, height):
             status += " The overlay is shown smaller; the downloads have the image's size."
         return (
-            status,
+            f"<p>{_escape(status)}</p>",
             result.overlay,
             legend_html(result.legend),
             statistics_table(result.statistics, area_known=result.area_known),
@@ -163,11 +167,15 @@ class DemoPage:
         )
 
 
+def _escape(text):
+    return html.escape(str(text), quote=False)
+
+
 def legend_html(legend):
     """The legend as an HTML list: a colour swatch, the class name and its share."""
     items = "".join(
         f'<li><span class="swatch" style="background: rgb{entry.colour}"></span>'
-        f'<span class="name">{html.escape(entry.name)}</span> {entry.percent:.1f}%</li>'
+        f'<span class="name">{_escape(entry.name)}</span> {entry.percent:.1f}%</li>'
         for entry in legend
     )
     return f"<ul>{items}</ul>"
@@ -225,7 +233,7 @@ def build_app(page, *, note="", classes="", examples=()):
                         inputs=[image, names],
                     )
             with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="demo-status")
+                status = gr.HTML(elem_id="demo-status")
                 with gr.Row():
                     overlay = gr.Image(
                         label="Overlay",

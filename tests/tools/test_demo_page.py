@@ -78,7 +78,7 @@ def test_bad_input_is_answered_in_one_line(page, write_scene, tmp_path, upload, 
     _write_without_usable_bands(tmp_path / "nodata.tif")
     path = None if upload is None else str(tmp_path / upload)
     status, overlay, legend, table, files = page.segment(path, classes, _no_progress)
-    assert status.startswith("**Error:** " + message)
+    assert status.startswith("<p><strong>Error:</strong> " + message)
     assert "\n" not in status and str(tmp_path) not in status
     assert (overlay, legend, table, files) == (None, "", None, None)
 
@@ -88,7 +88,7 @@ def test_a_geotiff_gets_areas_and_a_label_geotiff(page, write_scene, tmp_path):
     status, overlay, legend, table, files = page.segment(
         str(tmp_path / "scene.tif"), CLASSES, _no_progress
     )
-    assert status == "Segmented scene.tif (40 x 30 px) into 4 classes."
+    assert status == "<p>Segmented scene.tif (40 x 30 px) into 4 classes.</p>"
     assert overlay.size == (40, 30)
     assert list(table.columns) == ["class", "pixels", "percent", "area (m²)"]
     assert table["area (m²)"].sum() == pytest.approx(30 * 40 * 0.25, abs=0.5)
@@ -96,13 +96,24 @@ def test_a_geotiff_gets_areas_and_a_label_geotiff(page, write_scene, tmp_path):
     assert legend.count("<li>") == 4 and ">water</span>" in legend
 
 
-def test_without_weights_or_toy_model_the_tool_says_how_to_get_them(tool, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "No --weights given and no quick-start toy model"),
+        (["--config", "configs/toy.yaml"], "--config configs/toy.yaml needs --weights"),
+        (["--config", "configs/toy.yaml", "--weights", "{garbage}"], "Cannot load weights"),
+        (["--weights", "{missing}"], "The weights file {missing} does not exist"),
+    ],
+)
+def test_command_line_errors_are_one_line(tool, tmp_path, capsys, argv, message):
+    paths = {"garbage": tmp_path / "garbage.pth", "missing": tmp_path / "missing.pth"}
+    paths["garbage"].write_bytes(b"not a checkpoint")
+    argv = [arg.format(**paths) for arg in argv]
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--quickstart-output", str(tmp_path)])
+        tool.main(["--quickstart-output", str(tmp_path), "--device", "cpu", *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("demo.py: error: No --weights given and no quick-start toy model")
-    assert "scripts/quickstart.sh" in err and "\n" not in err
+    assert err.startswith("demo.py: error: " + message.format(**paths)) and "\n" not in err
 
 
 def test_the_page_says_which_model_it_serves(tool, page):
@@ -221,6 +232,10 @@ def test_the_page_segments_an_upload_in_a_browser(demo_url, browser, write_scene
         "scene_labels.png", "scene_labels.tif", "scene_stats.csv", "scene_overlay.png"
     ]  # fmt: skip
     assert "area (m²)" in _text(browser, "#demo-stats")
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(entry => entry.name);"
+    )
+    assert [url for url in loaded if not url.startswith((demo_url, "data:"))] == []
 
     update = os.environ.get("GSNET_UPDATE_SCREENSHOT") == "1"
     screenshot = REPO_ROOT / "docs" / "demo_screenshot.png" if update else tmp_path / "demo.png"
