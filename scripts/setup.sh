@@ -22,7 +22,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     elif command -v sudo >/dev/null 2>&1; then
         as_root=sudo
     else
-        echo "[setup] error: the demo's browser test needs Debian's chromium and chromium-driver; install them as root: apt-get install chromium chromium-driver" >&2
+        echo "[setup] error: the web demo's browser test needs Debian's chromium and" \
+            "chromium-driver: as root, apt-get install chromium chromium-driver" >&2
         exit 1
     fi
     echo "[setup] installing chromium and chromium-driver (apt-get)"

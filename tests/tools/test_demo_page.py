@@ -116,6 +116,16 @@ def test_command_line_errors_are_one_line(tool, tmp_path, capsys, argv, message)
     assert err.startswith("demo.py: error: " + message.format(**paths)) and "\n" not in err
 
 
+def test_without_gradio_the_tool_says_what_to_install(load_tool, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what an import of a missing module does
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("demo")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("demo.py: error: the web demo needs the 'demo' extra (gradio is missing)")
+    assert "pip install -e '.[demo]'" in err
+
+
 def test_the_page_says_which_model_it_serves(tool, page):
     app = tool.build_app(page, note="No --weights given: the toy model.")
     props = [c["props"] for c in app.config["components"] if c["type"] == "markdown"]
