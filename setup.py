@@ -29,5 +29,7 @@ setup(
     extras_require={
         # tools/submit.py and gsnet.submission: training and evaluation as SLURM jobs.
         "cluster": ["submitit==1.5.4"],
+        # The web demo (tools/demo.py); scripts/setup.sh installs it for the tests.
+        "demo": ["gradio==6.31.0"],
     },
 )

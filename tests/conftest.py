@@ -7,11 +7,16 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 from detectron2.config import get_cfg
+from PIL import Image
+from rasterio.transform import from_origin
 
 from gsnet import add_gsnet_config
+from gsnet.checkpoint import GSNetCheckpointer
 from gsnet.data.datasets import dataset_root_from_env, register_gsnet_datasets
 from gsnet.data.toy_datasets import make_toy_datasets
 
@@ -128,3 +133,38 @@ def final_weights(output_dir):
     """The model of OUTPUT_DIR/model_final.pth."""
     path = os.path.join(output_dir, "model_final.pth")
     return torch.load(path, weights_only=True, map_location="cpu")["model"]
+
+
+@pytest.fixture(scope="session")
+def toy_weights(toy_model, tmp_path_factory):
+    """A checkpoint file of the shared toy GSNet (random weights), written once per session."""
+    folder = tmp_path_factory.mktemp("toy_weights")
+    GSNetCheckpointer(toy_model, save_dir=str(folder)).save("model")
+    return folder / "model.pth"
+
+
+@pytest.fixture(scope="session")
+def write_scene():
+    """write_scene(path, height, width) -> (H, W, 3) uint8: a generated RGB scene (grass with a
+    grey block and a blue pond) written as PNG/JPEG, or for .tif as a GeoTIFF in UTM 33N with
+    0.5 m pixels (0.25 m^2)."""
+
+    def write(path, height, width):
+        rng = np.random.default_rng(0)
+        pixels = np.empty((height, width, 3), np.uint8)
+        pixels[:] = (70, 140, 60)
+        pixels[height // 8 : height // 2, width // 8 : width // 2] = (190, 190, 185)
+        pixels[height * 3 // 5 : height * 9 // 10, width // 2 : width * 9 // 10] = (40, 80, 190)
+        noise = rng.integers(-12, 13, pixels.shape)
+        pixels = np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8)
+        if str(path).endswith(".tif"):
+            with rasterio.open(
+                path, "w", driver="GTiff", height=height, width=width, count=3, dtype="uint8",
+                crs="EPSG:32633", transform=from_origin(500000, 5000000, 0.5, 0.5),
+            ) as dataset:  # fmt: skip
+                dataset.write(pixels.transpose(2, 0, 1))
+        else:
+            Image.fromarray(pixels).save(path)
+        return pixels
+
+    return write
