@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .config import PAPER_TEST_SETS
 from .data.datasets import GSNET_DATASETS, class_lists
-from .data.toy_datasets import TRAIN_DATASET
 from .errors import ConfigError, GSNetUserError
 from .predictor import (
     ImageReadError,
@@ -128,7 +128,7 @@ def choose_model(config=None, weights=None, *, quickstart_output=QUICKSTART_OUTP
 
 
 def quickstart_examples(quickstart_output=QUICKSTART_OUTPUT):
-    """Examples for the toy model: the first image of each toy test set that
+    """Examples for the toy model: the first image of each of the paper's toy test sets that
     ``sh scripts/quickstart.sh`` generated, with that test set's class names.
 
     Returns:
@@ -137,7 +137,7 @@ def quickstart_examples(quickstart_output=QUICKSTART_OUTPUT):
     root = Path(quickstart_output) / "datasets"
     examples = []
     for spec in GSNET_DATASETS:
-        if spec.name == TRAIN_DATASET:
+        if spec.name not in PAPER_TEST_SETS:
             continue
         images = sorted((root / spec.image_dir).glob(f"*.{spec.image_ext}"))
         if images:
