@@ -2,6 +2,7 @@
 weight files it gives the published loaders, and how it compares and reports outputs."""
 
 import math
+import sys
 
 import pytest
 import timm
@@ -195,3 +196,14 @@ def test_gradients_far_below_the_largest_are_compared_against_a_noise_floor(tool
     project["small"] = torch.full((4,), 1.1e-3)
     worst = tool.gradient_differences(published, project, pairs)
     assert worst["norms"] == {"worst": pytest.approx(0.1, rel=1e-3), "tensor": "small"}
+
+
+def test_a_package_the_published_code_needs_is_named_when_missing(tool, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the tool puts the checkout first
+    (tmp_path / "gs_net").mkdir()
+    (tmp_path / "gs_net" / "__init__.py").write_text("import a_package_nobody_installed\n")
+    with pytest.raises(tool.UsageError) as error:
+        tool._import_published(tmp_path)
+    message = str(error.value)
+    assert "imports 'a_package_nobody_installed', which is not installed" in message
+    assert str(tmp_path / "requirements.txt") in message
