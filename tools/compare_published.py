@@ -29,8 +29,9 @@ and final scores: max. abs. difference; training loss: relative; gradients of ev
 tensor, paired by value: worst relative difference of their norms; parameter counts) with their
 tolerances, then the parameter counts, the losses and the worst gradient differences (norms and
 ||dg|| / ||g||, naming the tensor). Exit status 0 when every check is within its tolerance, 1
-otherwise, 2 for an unusable --published checkout or a package the published code needs but is
-missing. The published code runs unchanged: on the CPU its ``.cuda()`` calls are made no-ops
+otherwise (also when this project's model cannot load the published-layout checkpoint), 2 for
+an unusable --published checkout or --output folder, or a package the published code needs
+but is missing. The published code runs unchanged: on the CPU its ``.cuda()`` calls are made no-ops
 in its process. Takes minutes on a CPU (two full-size models, each built twice).
 """
 
@@ -733,6 +734,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}.")
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        parser.error(f"--output {args.output}: its folder does not exist.")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible.")
     return args
@@ -764,7 +767,17 @@ def main(argv=None):
         if "error" in result:
             fail(result["error"])
         published = torch.load(result["outputs"], map_location="cpu", weights_only=True)
-        project = run_project(result["checkpoint"], inputs, device=args.device)
+        try:
+            project = run_project(result["checkpoint"], inputs, device=args.device)
+        except Exception as error:
+            from gsnet.errors import user_error_message
+
+            message = user_error_message(error)
+            if message is None:
+                raise
+            # e.g. the checkpoint does not fit the model: the released file would not load.
+            print(f"{TOOL}: check failed: {message}", file=sys.stderr)
+            return CHECK_FAILED_STATUS
         checkpoint_keys = published["checkpoint_keys"]
     pairs, unmatched_published, unmatched_project = match_parameters(
         published.pop("trainable_values"), project.pop("trainable_values")

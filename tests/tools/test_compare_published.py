@@ -53,6 +53,13 @@ def test_a_missing_folder_is_refused(tool, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(tool, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--published", str(tmp_path), "--output", str(tmp_path / "no" / "r.json")])
+    assert exit_info.value.code == 2
+    assert "its folder does not exist" in capsys.readouterr().err
+
+
 def test_random_clip_file_has_openai_layout_and_loads_like_openai_files(tool, tmp_path):
     state = tool.openai_clip_state_dict(torch.Generator().manual_seed(0), TINY_CLIP)
     reference = CLIP(
