@@ -11,6 +11,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
+from .errors import ConfigError
+
 __all__ = ["sliding_window_inference", "whole_image_inference", "window_positions"]
 
 
@@ -53,7 +55,7 @@ def check_window_geometry(resolution, window, stride):
     """Raise a clear error unless the windows tile ``resolution`` exactly."""
     for side in resolution:
         if side < window or (side - window) % stride:
-            raise ValueError(
+            raise ConfigError(
                 f"Sliding windows of {window} px every {stride} px do not tile a {side} px side: "
                 "choose TEST.SLIDING_WINDOW_RESOLUTION, _SIZE and _STRIDE with "
                 "(resolution - size) divisible by stride."

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import InputFileError, MissingFileError
 from .class_names import CLASS_JSON_DIR, load_class_names
 
 logger = logging.getLogger(__name__)
@@ -354,14 +355,14 @@ def class_lists(spec):
     json_file = CLASS_JSON_DIR / spec.class_json
     names = load_class_names(json_file)
     if len(names) != spec.num_json_classes:
-        raise ValueError(
+        raise InputFileError(
             f"{json_file} holds {len(names)} class names; dataset {spec.name} has "
             f"{spec.num_json_classes} (the published list). Restore the published file."
         )
     renames = dict(spec.metadata_renames)
     missing = sorted(set(renames) - set(names))
     if missing:
-        raise ValueError(
+        raise InputFileError(
             f"{json_file} lacks {missing}, which the {spec.name} metadata respells. Restore the "
             "published file."
         )
@@ -499,14 +500,14 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
         problem = _folder_problem(folder, ext)
         if problem:
             if spec.benchmark == "descriptor":
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Dataset '{name}': {problem}\nIts descriptor {spec.class_json} expects "
                     f"*.{image_ext} images in {image_root} and *.{label_ext} labels in "
                     f"{sem_seg_root}; fix the fields 'images', 'labels', 'image_suffix' or "
                     f"'label_suffix', then run: python tools/check_datasets.py --descriptor "
                     f"{spec.class_json}"
                 )
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Dataset '{name}': {problem}\nExpected layout:\n{expected_tree(root, [name])}\n"
                 "Set $DETECTRON2_DATASETS to the folder holding the datasets; see "
                 f"datasets/README.md and run: python tools/check_datasets.py --only {name}"
@@ -524,7 +525,7 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
             f"*.{image_ext} image in {image_root}: {_list_names(listing.labels_without_image)}"
         )
     if problems:
-        raise ValueError(
+        raise InputFileError(
             f"Dataset '{name}': images and labels do not pair up (they are matched by file name "
             "without extension).\n" + "\n".join(problems) + "\nAdd or remove the files; "
             f"python tools/check_datasets.py --only {name} lists every problem."
