@@ -28,7 +28,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from .data.datasets import remap_labels
+from .data.datasets import invalid_label_values, remap_labels
 from .errors import ConfigError, InputFileError
 
 logger = logging.getLogger(__name__)
@@ -110,12 +110,10 @@ class GSNetSemSegEvaluator(SemSegEvaluator):
                 f"Ground truth {filename} has shape {label.shape}; it must be a single-channel "
                 "image of class indices."
             )
-        values = np.unique(label)
-        outside = (values < 0) | (values >= self._num_classes)
-        bad = values[outside & (values != self._ignore_label)]
-        if bad.size:
+        bad = invalid_label_values(label, self._num_classes, self._ignore_label)
+        if bad:
             raise InputFileError(
-                f"Ground truth {filename} holds label values {bad.tolist()[:10]} that are neither "
+                f"Ground truth {filename} holds label values {bad[:10]} that are neither "
                 f"a class index of dataset '{self._dataset_name}' (0..{self._num_classes - 1}) "
                 f"nor its ignore label {self._ignore_label}. Run tools/check_datasets.py."
             )

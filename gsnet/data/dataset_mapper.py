@@ -22,7 +22,7 @@ from detectron2.projects.point_rend import ColorAugSSDTransform
 from torch.nn import functional as F
 
 from ..errors import ConfigError, InputFileError
-from .datasets import remap_labels
+from .datasets import invalid_label_values, remap_labels
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,8 @@ class GSNetSemanticDatasetMapper:
     def _check_label_values(self, label, label_file):
         if self.num_classes is None:
             return
-        bad = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_value)
-        if bad.any():
-            values = np.unique(label[bad]).astype(int).tolist()
+        values = invalid_label_values(label, self.num_classes, self.ignore_value)
+        if values:
             raise InputFileError(
                 f"Label {label_file} holds values {values[:10]} that are neither a class index "
                 f"(0..{self.num_classes - 1}, MODEL.SEM_SEG_HEAD.NUM_CLASSES) nor the ignore "

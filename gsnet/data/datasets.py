@@ -43,6 +43,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import InputFileError, MissingFileError
@@ -58,6 +59,7 @@ __all__ = [
     "dataset_root_from_env",
     "expected_tree",
     "get_dataset_spec",
+    "invalid_label_values",
     "list_image_label_pairs",
     "load_sem_seg_dataset",
     "class_lists",
@@ -619,3 +621,20 @@ def register_gsnet_datasets(root):
 
 
 register_gsnet_datasets(dataset_root_from_env())
+
+
+def invalid_label_values(label, num_classes, ignore_value):
+    """The label values that are neither a class index nor the ignore value: the one label-value
+    check (the training mapper, the evaluator and tools/check_datasets.py call it where they
+    read a label file).
+
+    Args:
+        label (ndarray): (H, W) class indices (after :func:`remap_labels`).
+        num_classes (int): valid class indices are 0..num_classes-1.
+        ignore_value (int): the value of pixels without a class.
+
+    Returns:
+        list[int]: the distinct invalid values, ascending; empty when the label is valid.
+    """
+    invalid = ((label < 0) | (label >= num_classes)) & (label != ignore_value)
+    return np.unique(label[invalid]).astype(int).tolist() if invalid.any() else []
