@@ -32,7 +32,14 @@ from detectron2.data import (
     build_detection_test_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import (
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    hooks,
+)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -337,22 +344,20 @@ class GSNetTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, with DDP that also works on CPU, GSNet's checkpointer, data
-        # stream and training step.
+        # DefaultTrainer.__init__ with GSNet's training step and checkpointer, which it builds
+        # without a build_* method to override, and DDP without device_ids for CPU (gloo) runs.
         TrainerBase.__init__(self)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        if comm.get_world_size() > 1:
-            on_gpu = next(model.parameters()).is_cuda
-            model = DistributedDataParallel(
-                model,
-                device_ids=[comm.get_local_rank()] if on_gpu else None,
-                broadcast_buffers=False,
-                # Single-stream ablations leave trainable encoder parameters unused.
-                find_unused_parameters=not unwrap(model).use_generalist_image,
-            )
+        model = create_ddp_model(
+            model,
+            device_ids=[comm.get_local_rank()] if next(model.parameters()).is_cuda else None,
+            broadcast_buffers=False,
+            # Single-stream ablations leave trainable encoder parameters unused.
+            find_unused_parameters=not model.use_generalist_image,
+        )
         self._trainer = GSNetTrainLoop(
             model,
             data_loader,

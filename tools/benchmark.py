@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,12 +73,6 @@ def time_runs(fn, *, device, repeats):
     return times
 
 
-def median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
     """Best FLOP/s (2 n^3 FLOPs, median of ``repeats``) of square matrix products; returns
     (FLOP/s, n). Default sizes: 8192 on GPU; 2048 and 4096 on CPU (1024 for bf16 there, through
@@ -96,7 +91,7 @@ def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
         run = functools.partial(product, a, b)
         for _ in range(2):
             run()
-        seconds = median(time_runs(run, device=device, repeats=repeats))
+        seconds = statistics.median(time_runs(run, device=device, repeats=repeats))
         best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
     return best
 
@@ -266,7 +261,7 @@ def run_phase(
     reset_peak_memory(device)
     times = time_runs(step, device=device, repeats=repeats)
     images = len(inputs)
-    seconds = median(times)
+    seconds = statistics.median(times)
     return {
         "images": images,
         "times_s": times,
