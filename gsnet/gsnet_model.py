@@ -11,7 +11,7 @@ from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
-from .data.class_names import load_class_names
+from .data.class_names import check_class_names, load_class_names
 from .errors import ConfigError
 from .inference import check_window_geometry, sliding_window_inference, whole_image_inference
 from .modeling.encoder import DENSE, Encoder
@@ -153,12 +153,7 @@ class GSNet(nn.Module):
     # ------------------------------------------------------------------ vocabulary
     def set_test_class_names(self, class_names):
         """Set the inference vocabulary (any number of names); no rebuild needed."""
-        class_names = list(class_names)
-        if not class_names or not all(isinstance(n, str) and n.strip() for n in class_names):
-            raise ConfigError(
-                f"The class list must hold at least one non-empty name, got {class_names!r}."
-            )
-        self.test_class_names = class_names
+        self.test_class_names = check_class_names(list(class_names), "The class list")
 
     def clear_text_cache(self):
         self.text_queries.clear_cache()
