@@ -2,6 +2,7 @@
 traceback with --debug, any other exception (a bug) unchanged."""
 
 import argparse
+import logging
 
 import pytest
 
@@ -39,3 +40,32 @@ def test_debug_flag_and_its_environment_variable(monkeypatch):
     assert not add_debug_flag(argparse.ArgumentParser()).parse_args([]).debug
     monkeypatch.setenv("GSNET_DEBUG", "1")
     assert add_debug_flag(argparse.ArgumentParser()).parse_args([]).debug
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_training_log_shows_a_user_error_without_its_traceback():
+    import gsnet.training  # noqa: F401  (installs the filter on Detectron2's training logger)
+
+    logger = logging.getLogger("detectron2.engine.train_loop")
+    handler = _Records()
+    logger.addHandler(handler)
+    try:
+        for error in (InputFileError("Image a.png is truncated."), ValueError("a bug")):
+            try:
+                raise error
+            except Exception:
+                logger.exception("Exception during training:")  # as TrainerBase.train logs
+    finally:
+        logger.removeHandler(handler)
+    user, bug = handler.records
+    assert user.getMessage() == "Exception during training: Image a.png is truncated."
+    assert user.exc_info is None
+    assert bug.getMessage() == "Exception during training:" and bug.exc_info is not None
