@@ -25,11 +25,10 @@ def keep_freed_memory() -> bool:
     By default glibc serves every allocation above 32 MB with its own mmap and unmaps it when
     it is freed. Most activations of a GSNet step are larger (a (B*T, 32, 96, 96) decoder map
     of the paper model in training is 94 MB), so each step faults its whole working set in
-    anew, page by page: about 1.2 million page faults per CPU training step, 12% of its time
-    (21.9 -> 19.3 s on 2 cores). Served from the heap, which is trimmed only when 2 GiB lie free
-    at its top, the pages are mostly faulted once (35 thousand faults per step). The cost: the
-    resident size stays near its high-water mark, which fragmentation raises a little (training
-    6.4 -> 6.9 GiB). Numerics are unchanged.
+    anew, page by page. Served from the heap, which is trimmed only when 2 GiB lie free at its
+    top, the pages are mostly faulted once. The cost: the resident size stays near its
+    high-water mark, which fragmentation raises a little. The measured effect is in the README
+    (section "Speed") and the benchmark's JSON. Numerics are unchanged.
 
     Process-wide; the tools call it once at start-up, before the model is built. Returns
     whether the policy is in force (False off glibc, where nothing is changed).

@@ -19,7 +19,7 @@ import secrets
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .errors import CheckpointWriteError, ConfigError, InputFileError
+from .errors import CheckpointWriteError, ConfigError, InputFileError, MissingFileError
 
 __all__ = [
     "RELEASED_KEY_RENAMES",
@@ -135,7 +135,7 @@ def convert_released_state_dict(state_dict):
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(
+        raise InputFileError(
             f"{len(unknown)} keys of the published checkpoint have no rename rule "
             f"(e.g. {unknown[:5]}): is this a GSNet checkpoint?"
         )
@@ -274,7 +274,7 @@ class GSNetCheckpointer(DetectionCheckpointer):
 
 def _read_file(path, what):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}. Check the path.")
+        raise MissingFileError(f"{what} not found: {path}. Check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
@@ -300,7 +300,7 @@ def clip_state_dict_from_source(source: str, open_clip_name: str | None):
             state = _read_file(source, "CLIP weight file (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)")
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             if not isinstance(state, dict):
-                raise ValueError(f"CLIP weight file {source} holds no state dict") from None
+                raise InputFileError(f"CLIP weight file {source} holds no state dict") from None
             return {k.removeprefix("module."): v for k, v in state.items()}
     if os.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise InputFileError(
@@ -433,7 +433,7 @@ def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: st
     else:
         path = specialist_weights or os.environ.get("RSIB_CKPT", "")
         if not path:
-            raise ValueError(
+            raise ConfigError(
                 "No specialist (RSIB) weights: set MODEL.SEM_SEG_HEAD.DINO_WEIGHTS to the DINO "
                 "checkpoint (or the environment variable RSIB_CKPT), or start from a GSNet "
                 "checkpoint with MODEL.WEIGHTS."

@@ -56,7 +56,7 @@ def evaluation_overrides(suite):
         return list(EVALUATION_SUITES[suite])
     names = tuple(name.strip() for name in suite.split(",") if name.strip())
     if not names:
-        raise ValueError(
+        raise ConfigError(
             f"Evaluation suite {suite!r} names no dataset; give one of "
             f"{', '.join(EVALUATION_SUITES)} or registered names separated by commas."
         )
@@ -89,6 +89,11 @@ def load_config(config_file: str, opts=(), *, device: str | None = None) -> CfgN
         ) from error
     if device is not None:
         cfg.MODEL.DEVICE = device
+    if cfg.MODEL.SEM_SEG_HEAD.PROMPT_LENGTH > 0:
+        raise ConfigError(
+            "Visual prompt tuning (MODEL.SEM_SEG_HEAD.PROMPT_LENGTH > 0) is not supported: "
+            f"set PROMPT_LENGTH 0 (the paper's setting) in {config_file} or the overrides."
+        )
     return cfg
 
 
@@ -101,9 +106,6 @@ def add_gsnet_config(cfg):
     # registered before DATASETS.TRAIN / DATASETS.TEST are read; paths absolute or relative to
     # the current directory or the repository root.
     cfg.DATASETS.DESCRIPTORS = ()
-    # Dataset mapper for training: "mask_former_semantic" is the semantic-segmentation mapper
-    # (the published name; it selects gsnet.data.GSNetSemanticDatasetMapper).
-    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     # SSD-style colour jitter (brightness, contrast, saturation, hue) on training images.
     cfg.INPUT.COLOR_AUG_SSD = False
     # Random crops are retried (up to 10 times) until no single category covers more than this
@@ -166,13 +168,8 @@ def add_gsnet_config(cfg):
     head.GENERALIST_INPUT_SIZE = []
     # Which CLIP parameters train: "attention" (query and value projection weights of every
     # attention block, image and text towers: the paper), "full" (every transformer-block
-    # parameter), "prompt" (visual prompt tokens only), "freezeIMG" (text-tower q/v only),
-    # anything else: frozen.
+    # parameter), "freezeIMG" (text-tower q/v only), anything else: frozen.
     head.CLIP_FINETUNE = "attention"
-    # Deep visual prompt tuning: prompt tokens inserted before the first PROMPT_DEPTH image
-    # blocks, PROMPT_LENGTH tokens each (0 = off, the paper).
-    head.PROMPT_DEPTH = 0
-    head.PROMPT_LENGTH = 0
 
     # ---------------------------------------------------------------- model: specialist (RSIB)
     # Registered specialist encoder (gsnet.modeling.specialist.SPECIALIST_REGISTRY).
@@ -236,8 +233,6 @@ def add_gsnet_config(cfg):
     # Input channels of the decoder-guidance projections: the encoders' guidance widths
     # (DECODER_*_GUIDANCE_DIMS below). Empty: derived; set (published YAMLs), it must agree.
     head.DECODER_GUIDANCE_DIMS = []
-    # Published key that nothing reads (each stream has its own *_PROJ_DIMS below).
-    head.DECODER_GUIDANCE_PROJ_DIMS = [32, 16]
     # Per-stream decoder guidance: channels of the encoder's guidance maps (2x and 4x the
     # cost-volume grid) and after the decoder's projection. [0, 0] for both keys of a stream
     # removes that stream's guidance (ablation). The published defaults have no CLIP
@@ -259,3 +254,14 @@ def add_gsnet_config(cfg):
     cfg.TEST.SLIDING_WINDOW_RESOLUTION = [640, 640]
     # Inference precision: "float32" (the paper), or autocast to "bfloat16" / "float16".
     cfg.TEST.PRECISION = "float32"
+
+    # ---------------------------------------------------------------- published, ignored
+    # Keys that the published YAML files set but that select nothing here; accepted so that
+    # those files load, and otherwise ignored. INPUT.DATASET_MAPPER_NAME: training always uses
+    # gsnet.data.GSNetSemanticDatasetMapper. DECODER_GUIDANCE_PROJ_DIMS: each stream has its
+    # own DECODER_*_GUIDANCE_PROJ_DIMS. PROMPT_DEPTH / PROMPT_LENGTH: visual prompt tuning,
+    # which the published code never trained; load_config refuses PROMPT_LENGTH > 0.
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    head.DECODER_GUIDANCE_PROJ_DIMS = [32, 16]
+    head.PROMPT_DEPTH = 0
+    head.PROMPT_LENGTH = 0

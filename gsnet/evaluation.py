@@ -28,8 +28,8 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from .data.datasets import remap_labels
-from .errors import InputFileError
+from .data.datasets import invalid_label_values, remap_labels
+from .errors import ConfigError, InputFileError
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +106,14 @@ class GSNetSemSegEvaluator(SemSegEvaluator):
     def _load_ground_truth(self, filename, dtype=int):
         label = remap_labels(load_label_map(filename, dtype=dtype), self._label_mapping)
         if label.ndim != 2:
-            raise ValueError(
+            raise InputFileError(
                 f"Ground truth {filename} has shape {label.shape}; it must be a single-channel "
                 "image of class indices."
             )
-        values = np.unique(label)
-        outside = (values < 0) | (values >= self._num_classes)
-        bad = values[outside & (values != self._ignore_label)]
-        if bad.size:
-            raise ValueError(
-                f"Ground truth {filename} holds label values {bad.tolist()[:10]} that are neither "
+        bad = invalid_label_values(label, self._num_classes, self._ignore_label)
+        if bad:
+            raise InputFileError(
+                f"Ground truth {filename} holds label values {bad[:10]} that are neither "
                 f"a class index of dataset '{self._dataset_name}' (0..{self._num_classes - 1}) "
                 f"nor its ignore label {self._ignore_label}. Run tools/check_datasets.py."
             )
@@ -139,7 +137,7 @@ class GSNetSemSegEvaluator(SemSegEvaluator):
                 "(C, H, W) class scores."
             )
         if scores.shape[0] > self._num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"Prediction for {file_name} has {scores.shape[0]} class channels but dataset "
                 f"'{self._dataset_name}' has {self._num_classes} classes; evaluate with the "
                 "dataset's own class JSON (its metadata 'class_json')."

@@ -11,7 +11,8 @@ from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
-from .data.class_names import load_class_names
+from .data.class_names import check_class_names, load_class_names
+from .errors import ConfigError
 from .inference import check_window_geometry, sliding_window_inference, whole_image_inference
 from .modeling.encoder import DENSE, Encoder
 from .modeling.fast_paths import OneHotBinaryCrossEntropy
@@ -96,7 +97,7 @@ class GSNet(nn.Module):
         self.sliding_window_stride = sliding_window_stride
         self.sliding_window_resolution = tuple(sliding_window_resolution)
         if inference_precision not in INFERENCE_PRECISIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown TEST.PRECISION {inference_precision!r}; choose one of "
                 f"{sorted(INFERENCE_PRECISIONS)}."
             )
@@ -111,11 +112,6 @@ class GSNet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         head = cfg.MODEL.SEM_SEG_HEAD
-        if head.PROMPT_LENGTH > 0:
-            raise ValueError(
-                "Visual prompt tuning (MODEL.SEM_SEG_HEAD.PROMPT_LENGTH > 0) is not supported: "
-                "set PROMPT_LENGTH 0 (the paper's setting)."
-            )
         import_component_modules(cfg.MODEL.COMPONENT_MODULES)
         generalist = build_generalist(cfg)
         shapes = {"generalist": generalist.output_shape(), "specialist": None}
@@ -125,7 +121,7 @@ class GSNet(nn.Module):
             shapes["specialist"] = specialist.output_shape()
         train_class_names = load_class_names(head.TRAIN_CLASS_JSON)
         if head.NUM_CLASSES != len(train_class_names):
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={head.NUM_CLASSES} contradicts "
                 f"TRAIN_CLASS_JSON={head.TRAIN_CLASS_JSON} ({len(train_class_names)} classes): "
                 "set NUM_CLASSES to the number of names in the JSON."
@@ -157,12 +153,7 @@ class GSNet(nn.Module):
     # ------------------------------------------------------------------ vocabulary
     def set_test_class_names(self, class_names):
         """Set the inference vocabulary (any number of names); no rebuild needed."""
-        class_names = list(class_names)
-        if not class_names or not all(isinstance(n, str) and n.strip() for n in class_names):
-            raise ValueError(
-                f"The class list must hold at least one non-empty name, got {class_names!r}."
-            )
-        self.test_class_names = class_names
+        self.test_class_names = check_class_names(list(class_names), "The class list")
 
     def clear_text_cache(self):
         self.text_queries.clear_cache()
@@ -278,7 +269,8 @@ class GSNet(nn.Module):
 def segmentation_loss(logits, targets, *, ignore_value, include_ignored=True):
     """
     Args:
-        logits: (B, T, H, W); targets: (B, H, W) class indices or ``ignore_value``.
+        logits: (B, T, H, W); targets: (B, H, W) class indices or ``ignore_value`` (checked
+            where the labels are read, by GSNetSemanticDatasetMapper).
         include_ignored: True (published): ignored pixels stay in the mean with all-zero
             targets; False: they are left out.
     Returns:
@@ -286,14 +278,5 @@ def segmentation_loss(logits, targets, *, ignore_value, include_ignored=True):
         one-hot target (``F.binary_cross_entropy_with_logits``), computed by
         ``OneHotBinaryCrossEntropy`` without materialising the one-hot targets.
     """
-    num_classes = logits.shape[1]
     valid = targets != ignore_value
-    labels = targets[valid]
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = sorted(set(labels[(labels < 0) | (labels >= num_classes)].unique().tolist()))
-        raise ValueError(
-            f"Label values {bad[:10]} are neither a class index (0..{num_classes - 1}) nor the "
-            f"ignore value {ignore_value}: check the dataset's labels and "
-            "MODEL.SEM_SEG_HEAD.IGNORE_VALUE / TRAIN_CLASS_JSON."
-        )
     return OneHotBinaryCrossEntropy.apply(logits, targets, valid, include_ignored)

@@ -11,6 +11,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
+from .errors import ConfigError
+
 __all__ = ["sliding_window_inference", "whole_image_inference", "window_positions"]
 
 
@@ -53,7 +55,7 @@ def check_window_geometry(resolution, window, stride):
     """Raise a clear error unless the windows tile ``resolution`` exactly."""
     for side in resolution:
         if side < window or (side - window) % stride:
-            raise ValueError(
+            raise ConfigError(
                 f"Sliding windows of {window} px every {stride} px do not tile a {side} px side: "
                 "choose TEST.SLIDING_WINDOW_RESOLUTION, _SIZE and _STRIDE with "
                 "(resolution - size) divisible by stride."
@@ -67,7 +69,8 @@ def sliding_window_inference(
     The paper's evaluation: each image is resized to ``resolution``, cut into windows of
     ``window`` px every ``stride`` px, plus the image resized directly to ``window`` as a global
     view; all views of all images run as one batch. Window scores (sigmoid of the logits
-    upsampled to ``window``) are averaged where windows overlap; the global view's scores are
+    upsampled to ``window``) are averaged where windows overlap (``F.fold``'s overlap-add
+    divided by the number of windows covering each pixel); the global view's scores are
     upsampled to ``resolution``; the result is their mean, resized to the output size.
 
     Args:
@@ -90,15 +93,15 @@ def sliding_window_inference(
     views_per_image = len(positions) + 1
     scores = _resize(predict(normalize(torch.stack(views))), (window, window)).sigmoid()
 
-    coverage = torch.zeros(resolution, device=scores.device)
-    for y, x in positions:
-        coverage[y : y + window, x : x + window] += 1
+    def overlap_add(columns):  # (1, C * window * window, windows) -> (C, *resolution)
+        return F.fold(columns, resolution, kernel_size=window, stride=stride)[0]
+
+    coverage = overlap_add(scores.new_ones(1, window * window, len(positions)))
     results = []
     for index, (height, width) in enumerate(output_sizes):
         image_scores = scores[index * views_per_image : (index + 1) * views_per_image]
-        folded = scores.new_zeros((scores.shape[1], *resolution))
-        for (y, x), window_scores in zip(positions, image_scores[:-1]):
-            folded[:, y : y + window, x : x + window] += window_scores
+        # (windows, T, window, window) -> nn.Fold's columns (1, T * window * window, windows).
+        folded = overlap_add(image_scores[:-1].flatten(1).T.unsqueeze(0))
         global_scores = _resize(image_scores[-1:], resolution)[0]
         merged = (folded / coverage + global_scores) / 2
         results.append(sem_seg_postprocess(merged, resolution, height, width))

@@ -32,11 +32,17 @@ from detectron2.data import (
     build_detection_test_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, hooks
-from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
+from detectron2.engine import (
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    hooks,
+)
+from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
-from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import GSNetCheckpointer, load_pretrained_encoders
@@ -61,6 +67,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Logs "Exception during training:" (TrainerBase.train) with the message of a
+    GSNetUserError instead of its traceback; the tool reports it as one line."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, GSNetUserError):
+            record.msg = f"{record.getMessage()} {user_error_message(error)}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+logging.getLogger("detectron2.engine.train_loop").addFilter(_UserErrorsWithoutTraceback())
 
 _NORM_TYPES = (
     torch.nn.BatchNorm1d,
@@ -89,7 +110,7 @@ def build_optimizer_param_groups(cfg, model):
     """
     solver = cfg.SOLVER
     if not solver.BASE_LR > 0:
-        raise ValueError(
+        raise ConfigError(
             f"SOLVER.BASE_LR is {solver.BASE_LR}; it must be a positive learning rate (the "
             "paper uses 0.0002). To keep the weights as they are, evaluate with --eval-only."
         )
@@ -101,7 +122,7 @@ def build_optimizer_param_groups(cfg, model):
     )
     specialist_params = {id(p) for p in specialist}
     if any(p.requires_grad for p in specialist) and solver.BACKBONE_MULTIPLIER == 0:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.SEM_SEG_HEAD.DINO_FINETUNE={cfg.MODEL.SEM_SEG_HEAD.DINO_FINETUNE!r} trains "
             "the specialist, but SOLVER.BACKBONE_MULTIPLIER is 0 (its LR would be 0). Set "
             "SOLVER.BACKBONE_MULTIPLIER (1.0 reproduces the published code, which applied no "
@@ -323,22 +344,20 @@ class GSNetTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, with DDP that also works on CPU, GSNet's checkpointer, data
-        # stream and training step.
+        # DefaultTrainer.__init__ with GSNet's training step and checkpointer, which it builds
+        # without a build_* method to override, and DDP without device_ids for CPU (gloo) runs.
         TrainerBase.__init__(self)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        if comm.get_world_size() > 1:
-            on_gpu = next(model.parameters()).is_cuda
-            model = DistributedDataParallel(
-                model,
-                device_ids=[comm.get_local_rank()] if on_gpu else None,
-                broadcast_buffers=False,
-                # Single-stream ablations leave trainable encoder parameters unused.
-                find_unused_parameters=not unwrap(model).use_generalist_image,
-            )
+        model = create_ddp_model(
+            model,
+            device_ids=[comm.get_local_rank()] if next(model.parameters()).is_cuda else None,
+            broadcast_buffers=False,
+            # Single-stream ablations leave trainable encoder parameters unused.
+            find_unused_parameters=not model.use_generalist_image,
+        )
         self._trainer = GSNetTrainLoop(
             model,
             data_loader,
@@ -423,44 +442,18 @@ class GSNetTrainer(DefaultTrainer):
     def train(self):
         """Run training (Detectron2's DefaultTrainer.train).
 
-        An error the user can fix (see :func:`gsnet.errors.user_error_message`: a bad sample
-        reached by the data loader, a non-finite loss, a full disk) stops training with a
-        GSNetUserError whose message names the iteration and the last complete checkpoint; the
-        log shows that message instead of a traceback. Other exceptions keep their traceback.
+        A GSNetUserError (a bad sample reached by the data loader, a non-finite loss, a full
+        disk) stops training with an error of the same type whose message also names the
+        iteration and the last complete checkpoint. Other exceptions keep their traceback.
 
         Returns:
             OrderedDict of results, when TEST.EXPECTED_RESULTS asks for them to be verified.
         """
-        logger.info("Starting training from iteration %d", self.start_iter)
-        self.iter = self.start_iter
-        with EventStorage(self.start_iter) as self.storage:
-            try:
-                self.before_train()
-                for iteration in range(self.start_iter, self.max_iter):
-                    self.iter = iteration
-                    self.before_step()
-                    self.run_step()
-                    self.after_step()
-                # self.iter == max_iter tells after_train that training finished.
-                self.iter += 1
-            except Exception as error:
-                message = user_error_message(error)
-                if message is None:
-                    logger.exception("Exception during training:")
-                    raise
-                message = f"Training stopped at iteration {self.iter}: {message}\n" + (
-                    self._resume_hint()
-                )
-                logger.error(message)
-                error_type = type(error) if isinstance(error, GSNetUserError) else GSNetUserError
-                raise error_type(message) from error
-            finally:
-                self.after_train()
-        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
-            assert hasattr(self, "_last_eval_results"), "No evaluation results during training!"
-            verify_results(self.cfg, self._last_eval_results)
-            return self._last_eval_results
-        return None
+        try:
+            return super().train()
+        except GSNetUserError as error:
+            message = f"Training stopped at iteration {self.iter}: {user_error_message(error)}"
+            raise type(error)(f"{message}\n{self._resume_hint()}") from error
 
     def _resume_hint(self):
         if not self.checkpointer.has_checkpoint():
@@ -524,7 +517,7 @@ class GSNetTrainer(DefaultTrainer):
         elif solver.OPTIMIZER == "SGD":
             optimizer_class, kwargs = torch.optim.SGD, {"momentum": solver.MOMENTUM}
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown SOLVER.OPTIMIZER {solver.OPTIMIZER!r}; choose 'ADAMW' or 'SGD'."
             )
         clipping = solver.CLIP_GRADIENTS

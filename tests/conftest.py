@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from detectron2.config import get_cfg
 from PIL import Image
 from rasterio.transform import from_origin
 
-from gsnet import add_gsnet_config
 from gsnet.checkpoint import GSNetCheckpointer
+from gsnet.config import load_config
 from gsnet.data.datasets import dataset_root_from_env, register_gsnet_datasets
 from gsnet.data.toy_datasets import make_toy_datasets
 
@@ -35,12 +34,9 @@ LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "M
 
 
 def _toy_cfg(*opts):
-    cfg = get_cfg()
-    add_gsnet_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "toy.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list([str(o) for o in opts])
-    return cfg
+    return load_config(
+        os.path.join(REPO_ROOT, "configs", "toy.yaml"), ["MODEL.DEVICE", "cpu", *opts]
+    )
 
 
 def _toy_model(*opts, seed=0):

@@ -83,7 +83,9 @@ def test_conversion_tool_round_trip(tmp_path, make_toy_model, repo_root):
     state = torch.load(converted, weights_only=False)["model"]
     assert not is_released_layout(state) and set(state) == set(source.state_dict())
     again = subprocess.run([*tool, str(converted)], capture_output=True, text=True)
-    assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr
+    assert again.returncode == 2
+    expected = f"convert_checkpoint.py: error: {converted} exists; pass --overwrite to replace it."
+    assert again.stderr.strip().endswith(expected)
 
 
 def test_unknown_published_keys_are_reported():

@@ -3,11 +3,10 @@ import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 import gsnet  # noqa: F401  (registrations)
-from gsnet import add_gsnet_config
+from gsnet.config import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,12 +90,6 @@ VERSION: 2
 """
 
 
-def _cfg():
-    cfg = get_cfg()
-    add_gsnet_config(cfg)
-    return cfg
-
-
 def test_project_entries_are_registered():
     assert "GSNet" in META_ARCH_REGISTRY
     assert "GSNetHead" in SEM_SEG_HEADS_REGISTRY
@@ -107,14 +100,12 @@ ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
 def test_every_config_loads(path):
-    cfg = _cfg()
-    cfg.merge_from_file(path)
+    cfg = load_config(path)
     assert cfg.MODEL.META_ARCHITECTURE == "GSNet"
 
 
 def test_paper_config_is_the_whole_experiment():
-    cfg = _cfg()
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
     head = cfg.MODEL.SEM_SEG_HEAD
     assert (head.IGNORE_VALUE, head.NUM_CLASSES) == (0, 40)
     assert cfg.DATASETS.TRAIN == ("LandDiscover_50K",)
@@ -132,9 +123,8 @@ def test_paper_config_is_the_whole_experiment():
 def test_ovrsisbench_configs_train_the_paper_model_on_the_benchmark(name, train_set, num_classes):
     from gsnet.data.class_names import load_class_names
 
-    paper, cfg = _cfg(), _cfg()
-    paper.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "benchmarks", f"{name}.yaml"))
+    paper = load_config(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", "benchmarks", f"{name}.yaml"))
     head = cfg.MODEL.SEM_SEG_HEAD
     assert cfg.DATASETS.TRAIN == (train_set,)
     assert (head.IGNORE_VALUE, head.NUM_CLASSES) == (255, num_classes)
@@ -146,8 +136,7 @@ def test_ovrsisbench_configs_train_the_paper_model_on_the_benchmark(name, train_
 def test_published_yaml_and_overrides_load(tmp_path):
     path = tmp_path / "published.yaml"
     path.write_text(PUBLISHED_VITB_384)
-    cfg = _cfg()
-    cfg.merge_from_file(str(path))
+    cfg = load_config(str(path))
     # The published scripts' overrides.
     cfg.merge_from_list(
         [
@@ -183,8 +172,7 @@ def test_published_yaml_builds_the_paper_model(tmp_path):
     # DECODER_GUIDANCE_DIMS) keep their meaning: the same model as configs/vitb_384.yaml.
     path = tmp_path / "published.yaml"
     path.write_text(PUBLISHED_VITB_384)
-    cfg = _cfg()
-    cfg.merge_from_file(str(path))
+    cfg = load_config(str(path))
     model = _meta_model(cfg)
     assert _parameter_counts(model) == (243_988_242, 29_006_865)
     assert model.generalist.input_size == model.specialist.input_size == (384, 384)
@@ -247,8 +235,16 @@ def test_published_yaml_builds_the_paper_model(tmp_path):
 def test_contradicting_or_unknown_settings_are_one_line_errors(opts, message):
     from gsnet.errors import ConfigError
 
-    cfg = _cfg()
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", "vitb_384.yaml"))
     cfg.merge_from_list(opts)
     with pytest.raises(ConfigError, match=message):
         _meta_model(cfg)
+
+
+def test_prompt_tuning_is_refused_at_load():
+    # The published YAMLs set PROMPT_DEPTH / PROMPT_LENGTH 0 (test_published_yaml_*).
+    from gsnet.errors import ConfigError
+
+    toy = os.path.join(REPO_ROOT, "configs", "toy.yaml")
+    with pytest.raises(ConfigError, match="PROMPT_LENGTH > 0"):
+        load_config(toy, ["MODEL.SEM_SEG_HEAD.PROMPT_LENGTH", "4"])

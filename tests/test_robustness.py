@@ -379,4 +379,3 @@ def test_predictor_names_files_that_pil_rejects_with_other_errors(name, tmp_path
     path = next(p for p in _damaged_files(tmp_path, 0) if p.name == name)
     with pytest.raises(ImageReadError, match=name):
         predictor_read_image(path)
-

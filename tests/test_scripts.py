@@ -24,19 +24,25 @@ def run(script, *args, python=None):
     env = {**os.environ, "GSNET_PYTHON": python} if python else dict(os.environ)
     return subprocess.run(
         ["sh", os.path.join(REPO_ROOT, "scripts", script), *args],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
     )
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "needs CONFIG, NUM_GPUS and OUTPUT_DIR"),
-    (("configs/missing.yaml", "1", "out"), "config file 'configs/missing.yaml' not found"),
-    (("configs/toy.yaml", "two", "out"), "NUM_GPUS must be a positive integer"),
-    (("configs/toy.yaml", "0", "out"), "NUM_GPUS must be a positive integer"),
-    (("configs/toy.yaml", "1", "out", "SOLVER.MAX_ITER"), "has no value"),
-    (("configs/toy.yaml", "1", "out", "--frobnicate"), "unknown option '--frobnicate'"),
-    (("configs/toy.yaml", "1", "out", "--dist-url"), "--dist-url needs a value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "needs CONFIG, NUM_GPUS and OUTPUT_DIR"),
+        (("configs/missing.yaml", "1", "out"), "config file 'configs/missing.yaml' not found"),
+        (("configs/toy.yaml", "two", "out"), "NUM_GPUS must be a positive integer"),
+        (("configs/toy.yaml", "0", "out"), "NUM_GPUS must be a positive integer"),
+        (("configs/toy.yaml", "1", "out", "SOLVER.MAX_ITER"), "has no value"),
+        (("configs/toy.yaml", "1", "out", "--frobnicate"), "unknown option '--frobnicate'"),
+        (("configs/toy.yaml", "1", "out", "--dist-url"), "--dist-url needs a value"),
+    ],
+)
 def test_train_sh_rejects_bad_arguments(args, message):
     done = run("train.sh", *args)
     assert done.returncode == 2
@@ -44,9 +50,24 @@ def test_train_sh_rejects_bad_arguments(args, message):
 
 
 def test_train_sh_builds_the_launch_command(echo_python):
-    done = run("train.sh", "configs/toy.yaml", "2", "out dir", "SOLVER.BASE_LR", "0.1",
-               "DATASETS.TEST", "('potsdam_all',)", "--num-machines", "2", "--machine-rank",
-               "1", "--dist-url", "tcp://127.0.0.1:5000", "--resume", python=echo_python)
+    done = run(
+        "train.sh",
+        "configs/toy.yaml",
+        "2",
+        "out dir",
+        "SOLVER.BASE_LR",
+        "0.1",
+        "DATASETS.TEST",
+        "('potsdam_all',)",
+        "--num-machines",
+        "2",
+        "--machine-rank",
+        "1",
+        "--dist-url",
+        "tcp://127.0.0.1:5000",
+        "--resume",
+        python=echo_python,
+    )
     assert done.returncode == 0, done.stderr
     argv = done.stdout.splitlines()
     assert argv[0].endswith("tools/train_net.py")
@@ -71,8 +92,15 @@ def test_eval_sh_applies_the_paper_protocol(echo_python, tmp_path):
 
 
 def test_eval_sh_weights_override_and_missing_weights(echo_python, tmp_path):
-    done = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path), "MODEL.WEIGHTS", "w.pth",
-               python=echo_python)
+    done = run(
+        "eval.sh",
+        "configs/toy.yaml",
+        "1",
+        str(tmp_path),
+        "MODEL.WEIGHTS",
+        "w.pth",
+        python=echo_python,
+    )
     argv = done.stdout.splitlines()
     assert argv.count("MODEL.WEIGHTS") == 1 and argv[argv.index("MODEL.WEIGHTS") + 1] == "w.pth"
     missing = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path / "nothing"))
@@ -80,8 +108,17 @@ def test_eval_sh_weights_override_and_missing_weights(echo_python, tmp_path):
 
 
 def test_eval_sh_suite_replaces_the_paper_protocol(echo_python, tmp_path):
-    done = run("eval.sh", "configs/toy.yaml", "1", str(tmp_path), "MODEL.WEIGHTS", "w.pth",
-               "--suite", "ovrsisbench", python=echo_python)
+    done = run(
+        "eval.sh",
+        "configs/toy.yaml",
+        "1",
+        str(tmp_path),
+        "MODEL.WEIGHTS",
+        "w.pth",
+        "--suite",
+        "ovrsisbench",
+        python=echo_python,
+    )
     assert done.returncode == 0, done.stderr
     argv = done.stdout.splitlines()
     assert argv[argv.index("--suite") + 1] == "ovrsisbench"

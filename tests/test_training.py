@@ -14,8 +14,7 @@ from gsnet.training import GSNetTrainer
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_short_toy_training_lowers_the_loss(toy_root, register_root, make_toy_cfg,
-                                            make_toy_model):
+def test_short_toy_training_lowers_the_loss(toy_root, register_root, make_toy_cfg, make_toy_model):
     register_root(str(toy_root))
     cfg = make_toy_cfg("SOLVER.BASE_LR", "0.001")
     model = make_toy_model().train()
@@ -35,8 +34,9 @@ def test_short_toy_training_lowers_the_loss(toy_root, register_root, make_toy_cf
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_evaluation_uses_each_test_set_vocabulary(toy_root, register_root, make_toy_cfg,
-                                                  make_toy_model, monkeypatch):
+def test_evaluation_uses_each_test_set_vocabulary(
+    toy_root, register_root, make_toy_cfg, make_toy_model, monkeypatch
+):
     register_root(str(toy_root))
     cfg = make_toy_cfg("DATASETS.TEST", "('FloodNet', 'potsdam_all')")
     model = make_toy_model().eval()
@@ -60,12 +60,31 @@ def test_evaluation_uses_each_test_set_vocabulary(toy_root, register_root, make_
 def test_two_process_cpu_training_writes_checkpoints(toy_root, tmp_path):
     output = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"),
-         "--config-file", os.path.join(REPO_ROOT, "configs", "toy.yaml"), "--num-gpus", "2",
-         "OUTPUT_DIR", str(output), "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2",
-         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()",
-         "DATALOADER.NUM_WORKERS", "0"],
-        capture_output=True, text=True, env={**os.environ, "DETECTRON2_DATASETS": str(toy_root)},
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "train_net.py"),
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs", "toy.yaml"),
+            "--num-gpus",
+            "2",
+            "OUTPUT_DIR",
+            str(output),
+            "MODEL.DEVICE",
+            "cpu",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1",
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DETECTRON2_DATASETS": str(toy_root)},
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]

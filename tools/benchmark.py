@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,8 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+
+from gsnet.errors import add_debug_flag, reporting_user_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("plain", "sliding", "train")
@@ -70,12 +73,6 @@ def time_runs(fn, *, device, repeats):
     return times
 
 
-def median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
     """Best FLOP/s (2 n^3 FLOPs, median of ``repeats``) of square matrix products; returns
     (FLOP/s, n). Default sizes: 8192 on GPU; 2048 and 4096 on CPU (1024 for bf16 there, through
@@ -94,7 +91,7 @@ def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
         run = functools.partial(product, a, b)
         for _ in range(2):
             run()
-        seconds = median(time_runs(run, device=device, repeats=repeats))
+        seconds = statistics.median(time_runs(run, device=device, repeats=repeats))
         best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
     return best
 
@@ -264,7 +261,7 @@ def run_phase(
     reset_peak_memory(device)
     times = time_runs(step, device=device, repeats=repeats)
     images = len(inputs)
-    seconds = median(times)
+    seconds = statistics.median(times)
     return {
         "images": images,
         "times_s": times,
@@ -287,27 +284,16 @@ def add_floor(result, peak_flops):
 
 
 # ---------------------------------------------------------------------------- our model
-def load_config(config_file, device, opts):
-    from detectron2.config import get_cfg
-
-    from gsnet import add_gsnet_config
-
-    cfg = get_cfg()
-    add_gsnet_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.DEVICE = device
-    cfg.merge_from_list(list(opts))
-    return cfg
-
-
 class GSNetTarget:
     """Builds this project's GSNet for a phase (random weights)."""
 
     name = "gsnet"
 
     def __init__(self, args):
+        from gsnet.config import load_config
+
         self.args = args
-        self.cfg = load_config(args.config, args.device, args.opts)
+        self.cfg = load_config(args.config, args.opts, device=args.device)
 
     @staticmethod
     def configure_process():
@@ -390,20 +376,21 @@ def build_parser(description=__doc__):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--skip-peak", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser
+    return add_debug_flag(parser)
 
 
 def parse_args(argv=None, description=__doc__):
-    args = build_parser(description).parse_args(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.repeats = 1, 1
     args.warmup = max(args.warmup, 1)
     args.phases = [p for p in args.phases.split(",") if p]
     unknown = set(args.phases) - set(PHASES)
     if unknown:
-        raise SystemExit(f"unknown phases {sorted(unknown)}; choose from {PHASES}")
+        parser.error(f"unknown phases {sorted(unknown)}; choose from {PHASES}")
     if args.opts and not CONFIG_KEY.match(args.opts[0]):
-        raise SystemExit(f"config overrides must start with a KEY, got {args.opts[0]!r}")
+        parser.error(f"config overrides must start with a KEY, got {args.opts[0]!r}")
     return args
 
 
@@ -509,6 +496,12 @@ def format_table(report):
 def main(argv=None, *, target_class=GSNetTarget, script=__file__, description=__doc__):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, description)
+    with reporting_user_errors("benchmark.py", debug=args.debug):
+        return run(args, argv, target_class=target_class, script=script)
+
+
+def run(args, argv, *, target_class, script):
+    """The benchmark report of ``args`` (printed, and written to --json)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {"target": target_class.name, "env": environment(args), "args": vars(args).copy()}

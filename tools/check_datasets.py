@@ -26,10 +26,8 @@ from gsnet.data.datasets import (
     register_gsnet_datasets,
 )
 from gsnet.data.descriptors import register_descriptor
-from gsnet.errors import DescriptorError
+from gsnet.errors import add_debug_flag, reporting_user_errors
 
-# Exit status of a descriptor that cannot be read (as argparse's usage errors).
-USER_ERROR_STATUS = 2
 BENCHMARKS = sorted({spec.benchmark for spec in GSNET_DATASETS})
 
 
@@ -57,18 +55,20 @@ def parse_args(argv=None):
         metavar="FILE",
         help="check the dataset of this descriptor file (repeatable)",
     )
-    return parser.parse_args(argv)
+    return add_debug_flag(parser).parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    with reporting_user_errors("check_datasets.py", debug=args.debug):
+        return check(args)
+
+
+def check(args):
+    """Check the datasets that ``args`` selects; print a report. Returns the exit status."""
     register_gsnet_datasets(args.root)
     if args.descriptor:
-        try:
-            names = [register_descriptor(path) for path in args.descriptor]
-        except (DescriptorError, FileNotFoundError) as error:
-            print(f"check_datasets.py: error: {error}", file=sys.stderr)
-            return USER_ERROR_STATUS
+        names = [register_descriptor(path) for path in args.descriptor]
     elif args.only:
         names = [args.only]
     elif args.benchmark == "all":

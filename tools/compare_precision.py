@@ -25,11 +25,12 @@ from detectron2.data import MetadataCatalog
 from tqdm import tqdm
 
 from gsnet.allocator import keep_freed_memory
-from gsnet.config import PAPER_EVALUATION_OVERRIDES
+from gsnet.checkpoint import GSNetCheckpointer
+from gsnet.config import PAPER_EVALUATION_OVERRIDES, load_config
 from gsnet.data.class_names import load_class_names
+from gsnet.errors import MissingFileError, add_debug_flag, reporting_user_errors
 from gsnet.evaluation import compare_precisions
 from gsnet.gsnet_model import INFERENCE_PRECISIONS
-from gsnet.predictor import build_predictor_config, load_weights
 from gsnet.training import GSNetTrainer, check_registered
 
 LOW_PRECISIONS = sorted(name for name in INFERENCE_PRECISIONS if name != "float32")
@@ -49,7 +50,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {args.max_images}.")
     return args
@@ -74,40 +75,43 @@ def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if not Path(args.weights).is_file():
-            raise ValueError(f"Weights file not found: {args.weights}")
-        cfg = build_predictor_config(
-            args.config_file, opts=[*PAPER_EVALUATION_OVERRIDES, *args.opts], device=args.device
-        )
-        check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
-        model = GSNetTrainer.build_model(cfg).eval()
-        load_weights(model, args.weights)
-        results = {}
-        for name in cfg.DATASETS.TEST:
-            metadata = MetadataCatalog.get(name)
-            if hasattr(metadata, "class_json"):
-                model.set_test_class_names(load_class_names(metadata.class_json))
-            loader = GSNetTrainer.build_test_loader(cfg, name)
-            total = len(loader) if args.max_images is None else min(len(loader), args.max_images)
-            results[name] = compare_precisions(
-                model,
-                loader,
-                name,
-                INFERENCE_PRECISIONS[args.precision],
-                max_images=args.max_images,
-                progress=lambda batches, name=name, total=total: tqdm(
-                    batches, desc=name, total=total, unit="image"
-                ),
-            )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"compare_precision.py: error: {error}", file=sys.stderr)
-        return 2
+    with reporting_user_errors("compare_precision.py", debug=args.debug):
+        results = compare(args)
     print(format_table(results, args.precision))
     if args.json:
         payload = {"precision": args.precision, "weights": args.weights, "datasets": results}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def compare(args):
+    """{dataset name: compare_precisions' result} of every test set of the paper's protocol."""
+    if not Path(args.weights).is_file():
+        raise MissingFileError(f"Weights file not found: {args.weights}")
+    cfg = load_config(
+        args.config_file, [*PAPER_EVALUATION_OVERRIDES, *args.opts], device=args.device
+    )
+    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
+    model = GSNetTrainer.build_model(cfg).eval()
+    GSNetCheckpointer(model).load(args.weights)
+    results = {}
+    for name in cfg.DATASETS.TEST:
+        metadata = MetadataCatalog.get(name)
+        if hasattr(metadata, "class_json"):
+            model.set_test_class_names(load_class_names(metadata.class_json))
+        loader = GSNetTrainer.build_test_loader(cfg, name)
+        total = len(loader) if args.max_images is None else min(len(loader), args.max_images)
+        results[name] = compare_precisions(
+            model,
+            loader,
+            name,
+            INFERENCE_PRECISIONS[args.precision],
+            max_images=args.max_images,
+            progress=lambda batches, name=name, total=total: tqdm(
+                batches, desc=name, total=total, unit="image"
+            ),
+        )
+    return results
 
 
 if __name__ == "__main__":

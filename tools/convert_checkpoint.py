@@ -15,6 +15,13 @@ import sys
 import torch
 
 from gsnet.checkpoint import convert_released_state_dict, is_released_layout
+from gsnet.errors import (
+    ConfigError,
+    InputFileError,
+    MissingFileError,
+    add_debug_flag,
+    reporting_user_errors,
+)
 
 
 def main(argv=None):
@@ -22,32 +29,32 @@ def main(argv=None):
     parser.add_argument("source", help="released GSNet checkpoint (.pth with a 'model' entry)")
     parser.add_argument("target", help="where to write the converted checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
+    with reporting_user_errors("convert_checkpoint.py", debug=args.debug):
+        convert(args.source, args.target, overwrite=args.overwrite)
 
-    if not os.path.isfile(args.source):
-        parser.exit(1, f"error: {args.source} does not exist.\n")
-    if os.path.exists(args.target) and not args.overwrite:
-        parser.exit(1, f"error: {args.target} exists; pass --overwrite to replace it.\n")
+
+def convert(source, target, *, overwrite=False):
+    """Write ``source`` (released layout) to ``target`` in this project's layout."""
+    if not os.path.isfile(source):
+        raise MissingFileError(f"{source} does not exist.")
+    if os.path.exists(target) and not overwrite:
+        raise ConfigError(f"{target} exists; pass --overwrite to replace it.")
     try:
-        checkpoint = torch.load(args.source, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     except Exception as error:
-        parser.exit(1, f"error: {args.source} is not a readable PyTorch file ({error}).\n")
+        raise InputFileError(f"{source} is not a readable PyTorch file ({error}).") from error
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        parser.exit(1, f"error: {args.source} has no 'model' state dict: not a GSNet checkpoint.\n")
+        raise InputFileError(f"{source} has no 'model' state dict: not a GSNet checkpoint.")
     if not is_released_layout(state):
-        parser.exit(
-            1, f"error: {args.source} is not in the published layout (already converted?).\n"
-        )
-    try:
-        converted = convert_released_state_dict(state)
-    except ValueError as error:
-        parser.exit(1, f"error: {error}\n")
-    temporary = args.target + ".tmp"
+        raise InputFileError(f"{source} is not in the published layout (already converted?).")
+    converted = convert_released_state_dict(state)
+    temporary = target + ".tmp"
     torch.save({**checkpoint, "model": converted}, temporary)
-    os.replace(temporary, args.target)
+    os.replace(temporary, target)
     print(
-        f"wrote {args.target}: {len(converted)} tensors ({len(state) - len(converted)} derived "
+        f"wrote {target}: {len(converted)} tensors ({len(state) - len(converted)} derived "
         "entries dropped)"
     )
 

@@ -15,6 +15,7 @@ import sys
 
 from gsnet.data.datasets import get_dataset_spec
 from gsnet.data.toy_datasets import make_toy_datasets, shared_classes
+from gsnet.errors import add_debug_flag, reporting_user_errors
 
 
 def parse_args(argv=None):
@@ -26,11 +27,18 @@ def parse_args(argv=None):
     parser.add_argument("--num-test", type=int, default=8, help="images per test set")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    return parser.parse_args(argv)
+    return add_debug_flag(parser).parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    with reporting_user_errors("make_toy_datasets.py", debug=args.debug):
+        write(args)
+    return 0
+
+
+def write(args):
+    """Write the toy datasets that ``args`` asks for; print what was written."""
     written = make_toy_datasets(
         args.root,
         num_train=args.num_train,
@@ -46,7 +54,6 @@ def main(argv=None):
         if name in shared:
             print(f"      classes shared with training: {', '.join(shared[name])}")
     print(f"Use them with: export DETECTRON2_DATASETS={args.root}")
-    return 0
 
 
 if __name__ == "__main__":

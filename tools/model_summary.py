@@ -11,15 +11,13 @@ or tags that training from scratch reads (MODEL.WEIGHTS, a GSNet checkpoint, rep
 """
 
 import argparse
-import os
-import sys
 
 import torch
 from detectron2.modeling import build_model
 
 from gsnet.checkpoint import pretrained_weight_sources
 from gsnet.config import load_config
-from gsnet.errors import GSNetUserError
+from gsnet.errors import add_debug_flag, reporting_user_errors
 
 COLUMNS = ("config", "generalist", "specialist", "fusion", "parameters", "trainable", "weights")
 
@@ -60,13 +58,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="+", help="YAML config files")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
-    args = parser.parse_args(argv)
-    rows = []
-    for config_file in args.configs:
-        try:
-            rows.append(summarize(config_file, args.opts))
-        except GSNetUserError as error:
-            parser.exit(2, f"{os.path.basename(sys.argv[0])}: error: {config_file}: {error}\n")
+    args = add_debug_flag(parser).parse_args(argv)
+    with reporting_user_errors("model_summary.py", debug=args.debug):
+        rows = [summarize(config_file, args.opts) for config_file in args.configs]
     print(markdown_table(rows))
 
 

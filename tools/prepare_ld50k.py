@@ -32,6 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gsnet.data.datasets import dataset_root_from_env, get_dataset_spec, list_image_label_pairs
+from gsnet.errors import InputFileError, add_debug_flag, reporting_user_errors
 
 EXPECTED_PAIRS = 51_846
 SPEC = get_dataset_spec("LandDiscover_50K")
@@ -54,7 +55,7 @@ STORED, DEFLATED = 0, 8
 CHUNK = 1 << 20
 
 
-class ArchiveError(Exception):
+class ArchiveError(InputFileError):
     """The archive cannot be read; the message says what and how to fix it."""
 
 
@@ -477,12 +478,12 @@ def parse_args(argv=None):
         help="dataset root to extract into (default: $DETECTRON2_DATASETS, else ./datasets)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
-    return parser.parse_args(argv)
+    return add_debug_flag(parser).parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with reporting_user_errors("prepare_ld50k.py", debug=args.debug):
         zip_path = find_last_part(args.archive)
         end = read_end_record(zip_path)
         parts = find_parts(zip_path, end["num_disks"])
@@ -499,9 +500,6 @@ def main(argv=None):
             destinations, mapping = plan_destinations(entries, args.root)
             print(f"{len(entries)} entries. {mapping}")
             result = extract(archive, entries, destinations, args.overwrite)
-    except ArchiveError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
     print(
         f"Extracted {result['extracted']} file(s); {result['skipped']} already present "
         "(same size, kept)."

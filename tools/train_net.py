@@ -38,8 +38,6 @@ import os
 import sys
 import time
 
-import yaml
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -47,36 +45,33 @@ from torch.multiprocessing import ProcessExitedException
 
 import gsnet
 from gsnet.allocator import keep_freed_memory
-from gsnet.config import EVALUATION_SUITES, PAPER_EVALUATION_OVERRIDES, evaluation_overrides
+from gsnet.config import (
+    EVALUATION_SUITES,
+    PAPER_EVALUATION_OVERRIDES,
+    evaluation_overrides,
+    load_config,
+)
 from gsnet.data.descriptors import register_descriptors
-from gsnet.errors import ConfigError, GSNetUserError, user_error_message
+from gsnet.errors import (
+    USER_ERROR_STATUS,
+    ConfigError,
+    GSNetUserError,
+    add_debug_flag,
+    reporting_user_errors,
+)
 from gsnet.evaluation import write_results_table
 from gsnet.launcher import launch
 from gsnet.training import GSNetTrainer, check_output_dir
 
-# Exit status of a command stopped by an error in its input (as argparse's usage errors).
-USER_ERROR_STATUS = 2
 # Seconds a secondary process waits before reporting an error of the input.
 SECONDARY_REPORT_DELAY_S = 3
 
 
 def setup(args):
-    cfg = get_cfg()
-    gsnet.add_gsnet_config(cfg)
-    try:
-        cfg.merge_from_file(args.config_file)
-        if args.paper_evaluation:
-            cfg.merge_from_list(list(PAPER_EVALUATION_OVERRIDES))
-        if args.suite:
-            cfg.merge_from_list(evaluation_overrides(args.suite))
-        cfg.merge_from_list(args.opts)
-    except (OSError, KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise ConfigError(
-            f"The config does not load: {message}. Check the config file {args.config_file} "
-            "and the KEY VALUE overrides (the keys are defined in Detectron2's defaults and "
-            "gsnet/config.py)."
-        ) from error
+    protocol = list(PAPER_EVALUATION_OVERRIDES) if args.paper_evaluation else []
+    if args.suite:
+        protocol = evaluation_overrides(args.suite)
+    cfg = load_config(args.config_file, [*protocol, *args.opts])
     cfg.freeze()
     register_descriptors(cfg.DATASETS.DESCRIPTORS)
     if comm.is_main_process() and cfg.OUTPUT_DIR:
@@ -121,32 +116,20 @@ def main(args):
 def main_reporting_errors(args):
     """``main`` in one process (launched by ``launch``): an error in the input is printed as one
     line and ends the process with status 2; anything else keeps its traceback."""
-    try:
-        return main(args)
-    except Exception as error:
-        message = None if args.debug else user_error_message(error)
-        if message is None:
+    with reporting_user_errors("train_net.py", debug=args.debug):
+        try:
+            return main(args)
+        except GSNetUserError:
+            if comm.get_rank() > 0:
+                # Errors of the input usually strike every process: give the main process time
+                # to report it (the launcher then stops this one) so that it is printed once.
+                time.sleep(SECONDARY_REPORT_DELAY_S)
             raise
-        if comm.get_rank() > 0:
-            # Errors of the input usually strike every process: give the main process time to
-            # report it (the launcher then stops this one) so that it is printed once.
-            time.sleep(SECONDARY_REPORT_DELAY_S)
-        exit_with_error(message)
-
-
-def exit_with_error(message):
-    print(f"train_net.py: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USER_ERROR_STATUS)
 
 
 def argument_parser():
     """Detectron2's argument parser with GSNet's flags."""
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the traceback of errors in the input (also: GSNET_DEBUG=1)",
-    )
+    parser = add_debug_flag(default_argument_parser())
     protocol = parser.add_mutually_exclusive_group()
     protocol.add_argument(
         "--paper-evaluation",
@@ -166,24 +149,21 @@ def argument_parser():
 def cli(argv=None):
     parser = argument_parser()
     args = parser.parse_args(argv)
-    args.debug = args.debug or os.environ.get("GSNET_DEBUG") == "1"
-    try:
-        launch(
-            main_reporting_errors,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except GSNetUserError as error:  # the launcher's environment or the command line
-        if args.debug:
+    # The launcher's own errors (its environment, the command line) are reported here.
+    with reporting_user_errors("train_net.py", debug=args.debug):
+        try:
+            launch(
+                main_reporting_errors,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
+        except ProcessExitedException as error:
+            if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
+                sys.exit(USER_ERROR_STATUS)
             raise
-        exit_with_error(error)
-    except ProcessExitedException as error:
-        if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
-            sys.exit(USER_ERROR_STATUS)
-        raise
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ from detectron2.data import MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import get_dataset_spec, list_image_label_pairs, remap_labels
+from .datasets import (
+    get_dataset_spec,
+    invalid_label_values,
+    list_image_label_pairs,
+    remap_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +115,6 @@ def check_dataset(name, *, progress=False):
             f"{_names(listing.labels_without_image)}"
         )
 
-    allowed = set(range(len(meta.stuff_classes))) | {meta.ignore_label}
     unreadable, multi_channel, size_mismatch, bad_value_files = [], [], [], []
     bad_values = set()
     pairs = tqdm(listing.pairs, desc=name, unit="pair", disable=not progress)
@@ -132,9 +136,9 @@ def check_dataset(name, *, progress=False):
                 f"{os.path.basename(label_file)} {label_size[0]}x{label_size[1]} vs image "
                 f"{image_size[0]}x{image_size[1]}"
             )
-        values = set(np.unique(label).tolist()) - allowed
+        values = invalid_label_values(label, len(meta.stuff_classes), meta.ignore_label)
         if values:
-            bad_values |= values
+            bad_values.update(values)
             bad_value_files.append(label_file)
 
     if unreadable:

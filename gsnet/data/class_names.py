@@ -17,13 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import DescriptorError
+from ..errors import ConfigError, DescriptorError, InputFileError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLASS_JSON_DIR",
     "REPO_ROOT",
+    "check_class_names",
     "descriptor_class_names",
     "load_class_names",
     "read_structured_file",
@@ -56,7 +57,7 @@ def resolve_config_path(path):
         if candidate.is_file():
             return candidate.resolve()
     tried = "\n".join(f"  {c}" for c in candidates)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"File '{path}' not found. Looked at:\n{tried}\n"
         "Give an absolute path, or a path relative to the current directory or to the "
         f"repository root ({REPO_ROOT}); the published class lists are in {CLASS_JSON_DIR}."
@@ -99,7 +100,9 @@ def read_structured_file(file):
     try:
         text = Path(file).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"Class-name file {file} is not UTF-8 text ({e}). {how_to_fix}") from None
+        raise InputFileError(
+            f"Class-name file {file} is not UTF-8 text ({e}). {how_to_fix}"
+        ) from None
     if Path(file).suffix.lower() != ".json":
         try:
             return yaml.safe_load(text)
@@ -110,7 +113,7 @@ def read_structured_file(file):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(
+        raise InputFileError(
             f"Class-name file {file} is not valid JSON: {e.msg} at line {e.lineno}, "
             f"column {e.colno}. {how_to_fix}"
         ) from None
@@ -151,29 +154,40 @@ def descriptor_class_names(file, descriptor):
 
 
 def _checked_names(file, names):
-    """``names`` (parsed from ``file``) if it is a valid class list; ValueError otherwise."""
+    """``names`` (parsed from ``file``) if it is a valid class list; InputFileError otherwise."""
+    check_class_names(names, f"Class-name file {file}", error_type=InputFileError)
+    logger.debug("Read %d class names from %s", len(names), file)
+    return names
+
+
+def check_class_names(names, source, *, error_type=ConfigError):
+    """The one check of a vocabulary: a non-empty list of non-empty strings, no two equal once
+    lower-cased (CLIP lower-cases names, so they would be the same query).
+
+    Args:
+        names: the vocabulary.
+        source (str): what holds it, for the message ("Class-name file x.json", "The class
+            list").
+        error_type (type): the GSNetUserError raised.
+    """
     how_to_fix = 'Write a JSON list of class names, e.g. ["building", "road", "tree"].'
     if not isinstance(names, list):
-        raise ValueError(
-            f"Class-name file {file} holds a JSON {type(names).__name__}, not a list. {how_to_fix}"
-        )
+        raise error_type(f"{source} holds a JSON {type(names).__name__}, not a list. {how_to_fix}")
     if not names:
-        raise ValueError(f"Class-name file {file} holds an empty list. {how_to_fix}")
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(
-                f"Class-name file {file}: entry {index} is {name!r}; every entry must be a "
-                f"non-empty string. {how_to_fix}"
-            )
+        raise error_type(f"{source} holds an empty list: give at least one non-empty name.")
     first_index = {}
     for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise error_type(
+                f"{source}: entry {index} is {name!r}; every entry must be a non-empty string. "
+                f"{how_to_fix}"
+            )
         key = name.lower()
         if key in first_index:
-            raise ValueError(
-                f"Class-name file {file}: entry {index} ({name!r}) repeats entry "
-                f"{first_index[key]} ({names[first_index[key]]!r}); CLIP lower-cases names, so "
-                "they would be the same query. Remove or rename one of them."
+            raise error_type(
+                f"{source}: entry {index} ({name!r}) repeats entry {first_index[key]} "
+                f"({names[first_index[key]]!r}); CLIP lower-cases names, so they would be the "
+                "same query. Remove or rename one of them."
             )
         first_index[key] = index
-    logger.debug("Read %d class names from %s", len(names), file)
     return names

@@ -21,8 +21,8 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from torch.nn import functional as F
 
-from ..errors import InputFileError
-from .datasets import remap_labels
+from ..errors import ConfigError, InputFileError
+from .datasets import invalid_label_values, remap_labels
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class GSNetSemanticDatasetMapper:
         label_file = dataset_dict.pop("sem_seg_file_name", None)
         label_mapping = dataset_dict.pop("label_mapping", ())
         if label_file is None:
-            raise ValueError(
+            raise InputFileError(
                 f"Training record of {image_file} has no 'sem_seg_file_name'; semantic "
                 "segmentation training needs a label file for every image."
             )
@@ -181,7 +181,7 @@ class GSNetSemanticDatasetMapper:
         if self.pad_size > 0:
             height, width = label.shape
             if height > self.pad_size or width > self.pad_size:
-                raise ValueError(
+                raise ConfigError(
                     f"Augmented sample of {image_file} is {width} x {height}, larger than the "
                     f"padding size {self.pad_size} (INPUT.SIZE_DIVISIBILITY); enable "
                     "INPUT.CROP with a crop no larger than it, or raise the padding size."
@@ -197,9 +197,8 @@ class GSNetSemanticDatasetMapper:
     def _check_label_values(self, label, label_file):
         if self.num_classes is None:
             return
-        bad = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_value)
-        if bad.any():
-            values = np.unique(label[bad]).astype(int).tolist()
+        values = invalid_label_values(label, self.num_classes, self.ignore_value)
+        if values:
             raise InputFileError(
                 f"Label {label_file} holds values {values[:10]} that are neither a class index "
                 f"(0..{self.num_classes - 1}, MODEL.SEM_SEG_HEAD.NUM_CLASSES) nor the ignore "

@@ -43,8 +43,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import InputFileError, MissingFileError
 from .class_names import CLASS_JSON_DIR, load_class_names
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ __all__ = [
     "dataset_root_from_env",
     "expected_tree",
     "get_dataset_spec",
+    "invalid_label_values",
     "list_image_label_pairs",
     "load_sem_seg_dataset",
     "class_lists",
@@ -354,14 +357,14 @@ def class_lists(spec):
     json_file = CLASS_JSON_DIR / spec.class_json
     names = load_class_names(json_file)
     if len(names) != spec.num_json_classes:
-        raise ValueError(
+        raise InputFileError(
             f"{json_file} holds {len(names)} class names; dataset {spec.name} has "
             f"{spec.num_json_classes} (the published list). Restore the published file."
         )
     renames = dict(spec.metadata_renames)
     missing = sorted(set(renames) - set(names))
     if missing:
-        raise ValueError(
+        raise InputFileError(
             f"{json_file} lacks {missing}, which the {spec.name} metadata respells. Restore the "
             "published file."
         )
@@ -499,14 +502,14 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
         problem = _folder_problem(folder, ext)
         if problem:
             if spec.benchmark == "descriptor":
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Dataset '{name}': {problem}\nIts descriptor {spec.class_json} expects "
                     f"*.{image_ext} images in {image_root} and *.{label_ext} labels in "
                     f"{sem_seg_root}; fix the fields 'images', 'labels', 'image_suffix' or "
                     f"'label_suffix', then run: python tools/check_datasets.py --descriptor "
                     f"{spec.class_json}"
                 )
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Dataset '{name}': {problem}\nExpected layout:\n{expected_tree(root, [name])}\n"
                 "Set $DETECTRON2_DATASETS to the folder holding the datasets; see "
                 f"datasets/README.md and run: python tools/check_datasets.py --only {name}"
@@ -524,7 +527,7 @@ def load_sem_seg_dataset(spec, root, image_root, sem_seg_root):
             f"*.{image_ext} image in {image_root}: {_list_names(listing.labels_without_image)}"
         )
     if problems:
-        raise ValueError(
+        raise InputFileError(
             f"Dataset '{name}': images and labels do not pair up (they are matched by file name "
             "without extension).\n" + "\n".join(problems) + "\nAdd or remove the files; "
             f"python tools/check_datasets.py --only {name} lists every problem."
@@ -618,3 +621,20 @@ def register_gsnet_datasets(root):
 
 
 register_gsnet_datasets(dataset_root_from_env())
+
+
+def invalid_label_values(label, num_classes, ignore_value):
+    """The label values that are neither a class index nor the ignore value: the one label-value
+    check (the training mapper, the evaluator and tools/check_datasets.py call it where they
+    read a label file).
+
+    Args:
+        label (ndarray): (H, W) class indices (after :func:`remap_labels`).
+        num_classes (int): valid class indices are 0..num_classes-1.
+        ignore_value (int): the value of pixels without a class.
+
+    Returns:
+        list[int]: the distinct invalid values, ascending; empty when the label is valid.
+    """
+    invalid = ((label < 0) | (label >= num_classes)) & (label != ignore_value)
+    return np.unique(label[invalid]).astype(int).tolist() if invalid.any() else []

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ResumableTrainLoader", "ShuffledStream", "seeded_augmentation"]
@@ -133,7 +135,7 @@ class ResumableTrainLoader:
         world_size=1,
     ):
         if not dataset_dicts:
-            raise ValueError("The training set is empty.")
+            raise ConfigError("The training set is empty.")
         self.dataset_dicts = dataset_dicts
         self.mapper = mapper
         self.batch_size = batch_size

@@ -36,6 +36,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError
 from .class_names import CLASS_JSON_DIR, load_class_names
 from .datasets import GSNET_DATASETS, class_lists, get_dataset_spec
 
@@ -229,7 +230,7 @@ def make_toy_datasets(root, *, num_train=64, num_test=8, image_size=128, seed=0)
         dict[str, int]: registered dataset name -> number of images written.
     """
     if image_size < 16 or num_train < 1 or num_test < 1:
-        raise ValueError(
+        raise ConfigError(
             f"make_toy_datasets needs image_size >= 16 and at least one image per set, got "
             f"image_size={image_size}, num_train={num_train}, num_test={num_test}."
         )

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError
+
 __all__ = ["AggregatorLayer", "ClassAggregation", "SpatialAggregation"]
 
 
@@ -83,7 +85,7 @@ class GuidedWindowAttention(nn.Module):
             qkv = (qkv + (guided + bias).unsqueeze(1)).view(N, nW, L, 3 * C)
         # Windows join the batch: (3, N * nW, heads, L, d) views, no copies. 4-D inputs let
         # scaled_dot_product_attention take its fused kernel (a 5-D call falls back to the
-        # explicit one, ~4x slower on CPU).
+        # explicit one, much slower on CPU).
         q, k, v = qkv.view(N * nW, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         if mask is not None:
             mask = mask.unsqueeze(0).expand(N, nW, L, L).reshape(N * nW, 1, L, L)
@@ -204,7 +206,7 @@ class ClassAttention(nn.Module):
     def __init__(self, dim: int, guidance_dim: int, num_heads: int, attention_type: str):
         super().__init__()
         if attention_type not in ("linear", "full"):
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown class-attention type {attention_type!r} "
                 "(MODEL.SEM_SEG_HEAD.ATTENTION_TYPE); choose 'linear' or 'full'."
             )

@@ -180,8 +180,8 @@ def blocks_in_place(blocks):
 class FFTConvolution(torch.autograd.Function):
     """A stride-1, size-keeping 2-D convolution computed by NNPACK's FFT convolution (CPU, fp32).
 
-    On the fusion's (B*T, C, H, W) embeddings it is about 3x faster than oneDNN on 2 cores and
-    closer to the exact result (see the README). The input gradient is the same kind of
+    On the fusion's (B*T, C, H, W) embeddings it is faster than oneDNN on the CPU and closer to
+    the exact result (figures in the README). The input gradient is the same kind of
     convolution (of the output gradient with the flipped, transposed kernel); the weight and bias
     gradients stay with PyTorch's convolution backward.
     """

@@ -54,8 +54,6 @@ addition:
 - ``embed_dim``: D, the width of the joint image/text space.
 """
 
-CLIP_FINETUNE_MODES = ("attention", "full", "prompt", "freezeIMG", "frozen")
-
 # The published names of MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED, as open_clip models (QuickGELU, as
 # OpenAI's weights use). Any other value is taken as an open_clip model name. "toy" is a narrow
 # CLIP for the tests and the toy default (same code paths, random weights).
@@ -215,7 +213,6 @@ def set_clip_finetuning(clip: nn.Module, mode: str):
     relative to the CLIP model):
       - "attention": in both towers only the attention blocks' q and v projection WEIGHTS;
       - "full": every parameter under a "transformer" (the blocks of both towers);
-      - "prompt": parameters named "prompt" (open_clip's CLIP has none: nothing trains);
       - "freezeIMG": the text tower's q/v weights and its positional embedding;
       - anything else: frozen.
     """
@@ -229,8 +226,6 @@ def set_clip_finetuning(clip: nn.Module, mode: str):
             trainable = is_qv
         elif mode == "full":
             trainable = True
-        elif mode == "prompt":
-            trainable = "prompt" in name
         else:
             trainable = False
         param.requires_grad = trainable

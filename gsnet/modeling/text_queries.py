@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError
+
 __all__ = ["PROMPT_TEMPLATES", "TextQueries"]
 
 IMAGENET_SELECT_TEMPLATES = [
@@ -59,7 +61,7 @@ class TextQueries(nn.Module):
         import open_clip
 
         if prompt_ensemble_type not in PROMPT_TEMPLATES:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown prompt ensemble type {prompt_ensemble_type!r} "
                 f"(MODEL.PROMPT_ENSEMBLE_TYPE); choose one of {sorted(PROMPT_TEMPLATES)}."
             )
@@ -81,7 +83,7 @@ class TextQueries(nn.Module):
         for text in texts:
             # SOT + tokens + EOT must fit the context (the published tokenizer raised too).
             if len(self.tokenizer.encode(text)) + 2 > self.context_length:
-                raise ValueError(
+                raise ConfigError(
                     f"The prompt {text!r} is longer than CLIP's {self.context_length}-token "
                     "context: shorten the class name."
                 )

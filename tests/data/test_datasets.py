@@ -11,6 +11,7 @@ from gsnet.data.datasets import (
     GSNET_DATASETS,
     benchmark_datasets,
     get_dataset_spec,
+    invalid_label_values,
     remap_labels,
 )
 
@@ -195,3 +196,9 @@ def test_remap_labels_maps_listed_values_and_keeps_the_others():
     assert mapped.tolist() == [[255, 0, 1], [3, 7, 255]]
     assert label.tolist() == [[0, 1, 2], [3, 7, 0]]  # the input is left as it was
     assert remap_labels(label, ()) is label
+
+
+def test_invalid_label_values_are_the_values_outside_classes_and_ignore():
+    label = np.array([[0, 1, 2], [255, 7, -1]])
+    assert invalid_label_values(label, num_classes=3, ignore_value=255) == [-1, 7]
+    assert invalid_label_values(label[:1], num_classes=3, ignore_value=255) == []

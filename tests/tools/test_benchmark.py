@@ -12,10 +12,16 @@ from gsnet.modeling.fast_paths import conv2d_fft, fft_convolution_applies
 def test_benchmark_reports_every_phase(load_tool, tmp_path, repo_root):
     benchmark = load_tool("benchmark")
     out = tmp_path / "bench.json"
-    benchmark.main([
-        "--config", f"{repo_root}/configs/toy.yaml", "--quick", "--no-isolate",
-        "--json", str(out),
-    ])
+    benchmark.main(
+        [
+            "--config",
+            f"{repo_root}/configs/toy.yaml",
+            "--quick",
+            "--no-isolate",
+            "--json",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     assert report["matmul_peak_flops"] > 0
     assert set(report["phases"]) == {"plain", "sliding", "train"}

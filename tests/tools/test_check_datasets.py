@@ -120,7 +120,9 @@ def test_descriptor_is_checked(root, tool, capsys, tmp_path):
 def test_bad_descriptor_is_one_line_with_status_2(tool, capsys, tmp_path, register_root):
     descriptor = tmp_path / "bad.yaml"
     descriptor.write_text("name: bad\nimages: i\nlabels: l\nclasses: [a]\nignore_label: x\n")
-    assert tool.main(["--descriptor", str(descriptor)]) == 2
+    with pytest.raises(SystemExit) as raised:
+        tool.main(["--descriptor", str(descriptor)])
+    assert raised.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == (
         f"check_datasets.py: error: {descriptor}: field 'ignore_label': got 'x'; give a label "

@@ -112,7 +112,9 @@ def test_tool_errors(load_tool, repo_root, tmp_path, capsys):
     tool = load_tool("compare_precision")
     config = os.path.join(repo_root, "configs", "toy.yaml")
     missing = str(tmp_path / "missing.pth")
-    assert tool.main(["--config-file", config, "--weights", missing]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--config-file", config, "--weights", missing])
+    assert exit_info.value.code == 2
     assert f"Weights file not found: {missing}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--config-file", config, "--weights", missing, "--max-images", "0"])

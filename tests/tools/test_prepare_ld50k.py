@@ -155,7 +155,9 @@ def test_missing_parts_are_named(tool, tmp_path, capsys):
     parts = write_split_zip(tmp_path, dataset_files())
     parts[1].unlink()
     parts[3].unlink()
-    assert tool.main([str(parts[-1]), "--root", str(tmp_path / "out")]) == 1
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "Missing 2 of the" in err and "LD50KSplit.z02, LD50KSplit.z04" in err
     assert not (tmp_path / "out").exists()
@@ -212,14 +214,18 @@ def test_unpaired_files_are_reported(tool, tmp_path, capsys):
 
 def test_archive_without_the_dataset_folders(tool, tmp_path, capsys):
     parts = write_split_zip(tmp_path, {"photos/a.png": b"x" * 10, "notes.txt": b"y"})
-    assert tool.main([str(parts[-1]), "--root", str(tmp_path / "out")]) == 1
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "found no" in err and "notes.txt, photos/" in err
 
 
 def test_unsafe_paths_are_refused(tool, tmp_path, capsys):
     parts = write_split_zip(tmp_path, {"TR_Image/../../evil.png": b"x", "GT_ID/a.png": b"y"})
-    assert tool.main([str(parts[-1]), "--root", str(tmp_path / "out")]) == 1
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
     assert "unsafe path" in capsys.readouterr().err
     assert not (tmp_path / "evil.png").exists()
 
