@@ -14,7 +14,13 @@ import sys
 
 import torch
 
-from gsnet.checkpoint import convert_released_state_dict, is_released_layout
+from gsnet.checkpoint import (
+    UNSAFE_UNPICKLING_KEY,
+    convert_released_state_dict,
+    is_released_layout,
+    load_weight_file,
+)
+from gsnet.errors import InputFileError
 
 
 def main(argv=None):
@@ -22,6 +28,12 @@ def main(argv=None):
     parser.add_argument("source", help="released GSNet checkpoint (.pth with a 'model' entry)")
     parser.add_argument("target", help="where to write the converted checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    parser.add_argument(
+        "--allow-unsafe-unpickling",
+        action="store_true",
+        help=f"read objects beyond the safe allow-list (runs code from the file; as "
+        f"{UNSAFE_UNPICKLING_KEY})",
+    )
     args = parser.parse_args(argv)
 
     if not os.path.isfile(args.source):
@@ -29,9 +41,13 @@ def main(argv=None):
     if os.path.exists(args.target) and not args.overwrite:
         parser.exit(1, f"error: {args.target} exists; pass --overwrite to replace it.\n")
     try:
-        checkpoint = torch.load(args.source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        parser.exit(1, f"error: {args.source} is not a readable PyTorch file ({error}).\n")
+        checkpoint = load_weight_file(
+            args.source,
+            what="Checkpoint",
+            allow_unsafe_unpickling=args.allow_unsafe_unpickling,
+        )
+    except InputFileError as error:
+        parser.exit(1, f"error: {error}\n")
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         parser.exit(1, f"error: {args.source} has no 'model' state dict: not a GSNet checkpoint.\n")
