@@ -233,9 +233,10 @@ def completed_entry(image, output, class_names):
 
 
 def plan_images(images, output, class_names, overwrite):
-    """The images still to do (all with ``overwrite``; else those without complete outputs).
-    Temporary files of an interrupted run are removed. Refuses two inputs writing the same
-    files."""
+    """The images still to do: all with ``overwrite``; else those without outputs (images whose
+    outputs are complete are kept, and other existing outputs are refused, as they might not be
+    this tool's). Temporary files of an interrupted run are removed. Refuses two inputs writing
+    the same files."""
     by_stem = {}
     for image in images:
         if image.stem in by_stem:
@@ -244,16 +245,40 @@ def plan_images(images, output, class_names, overwrite):
                 f"({image.stem}_*): process them into separate --output folders."
             )
         by_stem[image.stem] = image
-    todo = []
+    todo, clashes = [], []
     for image in images:
-        for leftover in output.glob(f".{glob.escape(image.stem)}_*{PARTIAL_SUFFIX}"):
-            leftover.unlink()
-        if overwrite or completed_entry(image, output, class_names) is None:
+        stem = glob.escape(image.stem)
+        for pattern in (f".{stem}_*{PARTIAL_SUFFIX}", f"..{stem}_*{PARTIAL_SUFFIX}"):
+            for leftover in output.glob(pattern):
+                leftover.unlink()
+        if overwrite:
             todo.append(image)
+        elif completed_entry(image, output, class_names) is None:
+            existing = [n for n in output_names(image, True).values() if (output / n).exists()]
+            clashes.extend(existing)
+            todo.append(image)
+    if clashes:
+        shown = ", ".join(clashes[:10]) + (f" and {len(clashes) - 10} more" if clashes[10:] else "")
+        raise UsageError(
+            f"{len(clashes)} output file(s) of unfinished images already exist in {output}: "
+            f"{shown}. Use --overwrite to replace them, or another --output folder."
+        )
     skipped = len(images) - len(todo)
     if skipped:
         print(f"{skipped} image(s) already done in {output}: kept (--overwrite redoes them).")
     return todo
+
+
+def staged(path):
+    """Where an output is written until its image is complete (see ``publish``)."""
+    return partial_name(path)
+
+
+def publish(output, written):
+    """Give an image's outputs their final names, the statistics JSON (which marks the image
+    complete) last."""
+    for _, name in sorted(written.items(), key=lambda item: item[0] == "stats_json"):
+        os.replace(staged(output / name), output / name)
 
 
 def prepare_output(output):
@@ -274,8 +299,7 @@ def share(count, rank, world):
 def write_image_statistics(
     image_path, counts, class_names, *, height, width, crs, transform, written, output
 ):
-    """Write <stem>_stats.csv and <stem>_stats.json (the last output, so its presence marks the
-    image complete)."""
+    """Write <stem>_stats.csv and <stem>_stats.json (staged), then publish every output."""
     names = output_names(image_path)
     area = pixel_area_m2(crs, transform)
     valid = int(np.sum(counts))
@@ -290,7 +314,10 @@ def write_image_statistics(
         "outputs": {**written, "stats_csv": names["stats_csv"], "stats_json": names["stats_json"]},
     }
     rows = class_statistics(counts, class_names, pixel_area=area)
-    write_statistics(rows, output / names["stats_csv"], output / names["stats_json"], extra=entry)
+    write_statistics(
+        rows, staged(output / names["stats_csv"]), staged(output / names["stats_json"]), extra=entry
+    )
+    publish(output, entry["outputs"])
 
 
 def predict_image(predictor, image_path, class_names, output, args):
@@ -299,12 +326,12 @@ def predict_image(predictor, image_path, class_names, output, args):
     image = read_image(image_path, bands=args.bands)
     prediction = predictor(image, class_names, keep_scores=args.scores)
     palette = label_palette(len(class_names))
-    write_label_png(prediction.labels, output / names["labels_png"], palette=palette)
+    write_label_png(prediction.labels, staged(output / names["labels_png"]), palette=palette)
     written = {"labels_png": names["labels_png"]}
     if args.scores:
         height, width = prediction.labels.shape
         with GeoTiffRowWriter(
-            output / names["scores_tif"],
+            staged(output / names["scores_tif"]),
             height=height,
             width=width,
             dtype="float32",
@@ -317,7 +344,7 @@ def predict_image(predictor, image_path, class_names, output, args):
     overlay = draw_overlay(
         image.pixels, prediction.labels, class_names, palette=palette, valid=prediction.valid
     )
-    write_overlay(overlay, output / names["overlay"])
+    write_overlay(overlay, staged(output / names["overlay"]))
     written["overlay"] = names["overlay"]
     write_image_statistics(
         image_path,
@@ -358,7 +385,7 @@ def predict_scene(predictor, image_path, class_names, output, args):
             georeference = dict(crs=scene.crs, transform=scene.transform) if final else {}
             made = [
                 GeoTiffRowWriter(
-                    output / names["labels_tif"],
+                    staged(output / names["labels_tif"]),
                     height=height,
                     width=W,
                     dtype=dtype,
@@ -373,7 +400,7 @@ def predict_scene(predictor, image_path, class_names, output, args):
             if args.scores:
                 made.append(
                     GeoTiffRowWriter(
-                        output / names["scores_tif"],
+                        staged(output / names["scores_tif"]),
                         height=height,
                         width=W,
                         dtype="float32",
@@ -421,7 +448,7 @@ def predict_scene(predictor, image_path, class_names, output, args):
         if args.scores:
             written["scores_tif"] = names["scores_tif"]
         pixels, valid = scene.read_decimated(OVERLAY_MAX_SIDE)
-        labels = read_decimated_labels(output / names["labels_tif"], pixels.shape[:2])
+        labels = read_decimated_labels(staged(output / names["labels_tif"]), pixels.shape[:2])
         shown = labels != nodata_label(dtype)
         overlay = draw_overlay(
             pixels,
@@ -431,7 +458,7 @@ def predict_scene(predictor, image_path, class_names, output, args):
             valid=shown if valid is None else shown & valid,
             percents=100 * counts / max(1, counts.sum()),
         )
-        write_overlay(overlay, output / names["overlay"])
+        write_overlay(overlay, staged(output / names["overlay"]))
         written["overlay"] = names["overlay"]
         write_image_statistics(
             image_path,
