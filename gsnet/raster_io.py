@@ -79,12 +79,15 @@ IMAGE_SUFFIXES = PILLOW_SUFFIXES + RASTER_SUFFIXES
 # Non-uint8 bands are mapped to 0-255 between these percentiles of their valid pixels.
 STRETCH_PERCENTILES = (2.0, 98.0)
 # Scenes up to this many pixels take their stretch from every pixel; larger ones from samples.
-STRETCH_SAMPLE_PIXELS = 1 << 24
+STRETCH_SAMPLE_PIXELS = 1 << 22
 # Larger scenes: an even grid of this many windows per side, each this many pixels a side.
 STRETCH_SAMPLE_GRID = 8
-STRETCH_SAMPLE_WINDOW = 512
+STRETCH_SAMPLE_WINDOW = 256
 # Block side of the GeoTIFFs written (GDAL's tiled layout; a multiple of 16).
 GEOTIFF_BLOCK = 256
+# GDAL's block cache (MB) while a scene is open: its default, 5% of the machine's memory, would
+# let the cache of a large scene's blocks outgrow everything else the prediction holds.
+GDAL_CACHE_MB = 256
 # Follows Sasha Trubetskoy's "List of 20 simple, distinct colors"; more are generated.
 DISTINCT_COLOURS = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -284,7 +287,8 @@ class RasterScene:
     @classmethod
     @contextmanager
     def open(cls, path, *, bands=None):
-        """``with RasterScene.open(path, bands=(4, 3, 2)) as scene: ...``
+        """``with RasterScene.open(path, bands=(4, 3, 2)) as scene: ...`` (GDAL's block cache is
+        held to ``GDAL_CACHE_MB`` inside).
 
         Raises:
             ImageReadError: the file cannot be opened or lacks a band asked for.
@@ -298,11 +302,8 @@ class RasterScene:
                 dataset = rasterio.open(path)
         except (OSError, RasterioError) as error:
             raise ImageReadError(f"Cannot read image {path}: {error}") from None
-        try:
-            with dataset:
-                yield cls(dataset, path, bands)
-        except RasterioError as error:
-            raise ImageReadError(f"Cannot read image {path}: {error}") from None
+        with dataset, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            yield cls(dataset, path, bands)
 
     @property
     def georeferenced(self) -> bool:
@@ -310,14 +311,19 @@ class RasterScene:
 
     def _read(self, window, out_shape=None):
         """(B, h, w) bands and (B, h, w) bool per-band valid masks (None: all valid)."""
+        from rasterio.errors import RasterioError
+
         unique = sorted(set(self.bands))
         shape = None if out_shape is None else (len(unique), *out_shape)
-        data = self.dataset.read(unique, window=window, out_shape=shape)
-        masks = None
-        if self.has_mask:
-            masks = self.dataset.read_masks(unique, window=window, out_shape=shape) > 0
-            if self.is_float:
-                masks &= np.isfinite(data)
+        try:
+            data = self.dataset.read(unique, window=window, out_shape=shape)
+            masks = None
+            if self.has_mask:
+                masks = self.dataset.read_masks(unique, window=window, out_shape=shape) > 0
+        except RasterioError as error:  # e.g. a damaged block
+            raise ImageReadError(f"Cannot read image {self.path}: {error}") from None
+        if masks is not None and self.is_float:
+            masks &= np.isfinite(data)
         order = [unique.index(band) for band in self.bands]
         return data[order], None if masks is None else masks[order]
 
@@ -573,7 +579,7 @@ def to_cloud_optimized(path):
     os.replace(cog, path)
 
 
-def copy_rows(source, writer, *, chunk=GEOTIFF_BLOCK * 4):
+def copy_rows(source, writer, *, chunk=GEOTIFF_BLOCK):
     """Append every row of the GeoTIFF ``source`` to ``writer``, a chunk of rows at a time."""
     rasterio = require_rasterio()
     from rasterio.windows import Window
