@@ -127,14 +127,17 @@ def load_weight_file(path, *, what, allow_unsafe_unpickling=False):
         allow_unsafe_unpickling: read a file that holds other objects with unrestricted
             unpickling, which runs any code the file carries: only for files one trusts.
     Raises:
+        FileNotFoundError: no such file.
         UnsafeCheckpointError: the file holds objects beyond the allow-list (the message names
             them and the opt-in), and ``allow_unsafe_unpickling`` is False.
         InputFileError: the file is truncated, corrupt or not a PyTorch file.
     """
+    if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}. Check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if not (allow_unsafe_unpickling and _is_weights_only_refusal(error)):
+        if not (allow_unsafe_unpickling and _refused_type(error)):
             raise _load_error(path, what, error) from error
     logger.warning(
         "Reading %s %s with unrestricted unpickling (%s).", what, path, UNSAFE_UNPICKLING_KEY
@@ -147,14 +150,19 @@ def load_weight_file(path, *, what, allow_unsafe_unpickling=False):
         raise _load_error(path, what, error) from error
 
 
-def _is_weights_only_refusal(error):
-    return "Weights only load failed" in str(error)
+# How torch.load(weights_only=True) names an object it refuses (other failures: a corrupt file).
+_REFUSED_TYPE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|got <class '([\w.]+)'>")
+
+
+def _refused_type(error):
+    """The type that torch's safe loading refused, or None when it failed otherwise."""
+    match = _REFUSED_TYPE.search(str(error))
+    return next(filter(None, match.groups())) if match else None
 
 
 def _load_error(path, what, error):
-    if _is_weights_only_refusal(error):
-        match = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(error))
-        found = next(filter(None, match.groups())) if match else "a type"
+    found = _refused_type(error)
+    if found:
         return UnsafeCheckpointError(
             f"{what} {path} holds {found}, which is not on GSNet's allow-list of safe types "
             f"(tensors, NumPy scalars and arrays, argparse.Namespace). Only if you trust the "
@@ -466,8 +474,6 @@ def load_specialist_weights(specialist, path: str, *, allow_unsafe_unpickling=Fa
     """Load a DINO-style checkpoint into ``specialist.vit``: an optional "teacher" entry, and
     "module."/"backbone." prefixes are stripped; DINO's projection head is ignored; every
     backbone key must be present."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Specialist (RSIB) weight file not found: {path}. Check the path.")
     state = load_weight_file(
         path,
         what="Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)",
