@@ -85,9 +85,6 @@ STRETCH_SAMPLE_GRID = 8
 STRETCH_SAMPLE_WINDOW = 256
 # Block side of the GeoTIFFs written (GDAL's tiled layout; a multiple of 16).
 GEOTIFF_BLOCK = 256
-# GDAL's block cache (MB) while a scene is open: its default, 5% of the machine's memory, would
-# let the cache of a large scene's blocks outgrow everything else the prediction holds.
-GDAL_CACHE_MB = 256
 # Follows Sasha Trubetskoy's "List of 20 simple, distinct colors"; more are generated.
 DISTINCT_COLOURS = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -287,8 +284,7 @@ class RasterScene:
     @classmethod
     @contextmanager
     def open(cls, path, *, bands=None):
-        """``with RasterScene.open(path, bands=(4, 3, 2)) as scene: ...`` (GDAL's block cache is
-        held to ``GDAL_CACHE_MB`` inside).
+        """``with RasterScene.open(path, bands=(4, 3, 2)) as scene: ...``
 
         Raises:
             ImageReadError: the file cannot be opened or lacks a band asked for.
@@ -302,7 +298,7 @@ class RasterScene:
                 dataset = rasterio.open(path)
         except (OSError, RasterioError) as error:
             raise ImageReadError(f"Cannot read image {path}: {error}") from None
-        with dataset, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with dataset:
             yield cls(dataset, path, bands)
 
     @property
