@@ -2,13 +2,24 @@
 the pretrained encoders (CLIP and the remote-sensing specialist) used when training starts.
 
 The released GSNet checkpoint (a Detectron2 checkpoint whose "model" entry is the published
-module tree's state dict) loads unchanged: ``GSNetCheckpointer`` renames its keys with
-``RELEASED_KEY_RENAMES``, the same table that ``tools/convert_checkpoint.py`` uses.
+module tree's state dict) loads unchanged through every loader: ``GSNet`` renames the keys of a
+published-layout state dict in a load-state-dict pre-hook (:func:`rename_released_keys_hook`), so
+``model.load_state_dict``, Detectron2's ``DetectionCheckpointer`` and ``DefaultPredictor`` and
+``GSNetCheckpointer`` all read it; ``RELEASED_KEY_RENAMES`` (also used by
+``tools/convert_checkpoint.py``) is the one place that knows the published key names.
+
+Weight files are read with ``torch.load(weights_only=True)``. Checkpoints of this lineage hold
+NumPy scalars and arrays and DINO's ``argparse.Namespace`` next to the tensors: these types
+(``SAFE_PICKLE_GLOBALS``, which build plain data and run no code) are added to torch's allow-list
+when this module is imported, so Detectron2's own loaders read such files too. A file that needs
+anything else is refused with a message naming the type; reading it anyway is an explicit opt-in
+(``MODEL.ALLOW_UNSAFE_UNPICKLING``, which runs whatever code the file holds).
 
 Checkpoints are written crash-safely: a run killed at any moment (even while writing) leaves
 ``last_checkpoint`` naming a complete file (see :func:`write_file_atomically`).
 """
 
+import argparse
 import errno
 import glob
 import logging
@@ -16,6 +27,7 @@ import os
 import re
 import secrets
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -23,12 +35,16 @@ from .errors import CheckpointWriteError, ConfigError, InputFileError, MissingFi
 
 __all__ = [
     "RELEASED_KEY_RENAMES",
+    "SAFE_PICKLE_GLOBALS",
     "GSNetCheckpointer",
+    "UnsafeCheckpointError",
     "convert_released_state_dict",
     "is_released_layout",
     "load_clip_weights",
     "load_pretrained_encoders",
     "load_specialist_weights",
+    "load_weight_file",
+    "rename_released_keys_hook",
     "pretrained_weight_sources",
     "write_file_atomically",
 ]
@@ -75,6 +91,90 @@ RANDOM_WEIGHTS = "random"
 # Suffix of the temporary files that checkpoints are written to before being renamed.
 PARTIAL_SUFFIX = ".partial"
 
+# Plain-data types that checkpoints of this lineage pickle next to their tensors: NumPy scalars,
+# arrays and dtypes (iteration counters, metrics) and argparse.Namespace (DINO's "args" entry).
+# Each only builds data; none runs code. NumPy 1.x pickles name numpy.core, NumPy 2 numpy._core.
+_NUMPY_DTYPE_CLASSES = [
+    type(np.dtype(name))
+    for name in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+    + ("float16", "float32", "float64", "complex64", "complex128")
+]
+SAFE_PICKLE_GLOBALS = [
+    np._core.multiarray.scalar,
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    np.ndarray,
+    np.dtype,
+    *_NUMPY_DTYPE_CLASSES,
+    argparse.Namespace,
+]
+torch.serialization.add_safe_globals(SAFE_PICKLE_GLOBALS)
+# The config key that opts in to unrestricted unpickling (named in error messages).
+UNSAFE_UNPICKLING_KEY = "MODEL.ALLOW_UNSAFE_UNPICKLING"
+
+
+class UnsafeCheckpointError(InputFileError):
+    """A weight file holds Python objects beyond ``SAFE_PICKLE_GLOBALS``."""
+
+
+def load_weight_file(path, *, what, allow_unsafe_unpickling=False):
+    """Read a PyTorch file onto the CPU with ``weights_only=True`` (tensors, plain containers and
+    ``SAFE_PICKLE_GLOBALS``).
+
+    Args:
+        path: the file (a path or a file object).
+        what: how messages name the file ("CLIP weight file (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)").
+        allow_unsafe_unpickling: read a file that holds other objects with unrestricted
+            unpickling, which runs any code the file carries: only for files one trusts.
+    Raises:
+        MissingFileError: no such file (a FileNotFoundError).
+        UnsafeCheckpointError: the file holds objects beyond the allow-list (the message names
+            them and the opt-in), and ``allow_unsafe_unpickling`` is False.
+        InputFileError: the file is truncated, corrupt or not a PyTorch file.
+    """
+    if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
+        raise MissingFileError(f"{what} not found: {path}. Check the path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if not (allow_unsafe_unpickling and _refused_type(error)):
+            raise _load_error(path, what, error) from error
+    logger.warning(
+        "Reading %s %s with unrestricted unpickling (%s).", what, path, UNSAFE_UNPICKLING_KEY
+    )
+    try:
+        if hasattr(path, "seek"):
+            path.seek(0)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise _load_error(path, what, error) from error
+
+
+# How torch.load(weights_only=True) names an object it refuses (other failures: a corrupt file).
+_REFUSED_TYPE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|got <class '([\w.]+)'>")
+
+
+def _refused_type(error):
+    """The type that torch's safe loading refused, or None when it failed otherwise."""
+    match = _REFUSED_TYPE.search(str(error))
+    return next(filter(None, match.groups())) if match else None
+
+
+def _load_error(path, what, error):
+    found = _refused_type(error)
+    if found:
+        return UnsafeCheckpointError(
+            f"{what} {path} holds {found}, which is not on GSNet's allow-list of safe types "
+            f"(tensors, NumPy scalars and arrays, argparse.Namespace). Only if you trust the "
+            f"file, set {UNSAFE_UNPICKLING_KEY} True (unrestricted unpickling runs any code "
+            "it carries), or re-save its tensors alone."
+        )
+    return InputFileError(
+        f"{what} {path} is not a readable PyTorch file ({_describe_load_error(error)}): it is "
+        "truncated or corrupt (copy or download it again), or not a weight file."
+    )
+
 
 def write_file_atomically(path, write):
     """Write a file so that ``path`` holds either its old content or the complete new one.
@@ -118,6 +218,20 @@ def is_released_layout(state_dict) -> bool:
     return any(key.startswith(_RELEASED_MARKERS) for key in state_dict)
 
 
+def rename_released_keys_hook(module, state_dict, prefix, *args):
+    """A load-state-dict pre-hook for the module that owns the released checkpoint's keys: when
+    the entries under ``prefix`` use the published layout, rename them in place with
+    ``convert_released_state_dict`` (so every loader reads a released file)."""
+    own = {key[len(prefix) :]: key for key in state_dict if key.startswith(prefix)}
+    if not is_released_layout(own):
+        return
+    logger.info("Converting a state dict in the published GSNet layout.")
+    converted = convert_released_state_dict({name: state_dict[key] for name, key in own.items()})
+    for key in own.values():
+        del state_dict[key]
+    state_dict.update({prefix + name: value for name, value in converted.items()})
+
+
 def convert_released_state_dict(state_dict):
     """Rename a published-layout state dict to this project's layout.
 
@@ -157,7 +271,15 @@ class GSNetCheckpointer(DetectionCheckpointer):
     or unreadable file, and writes checkpoints crash-safely: ``<name>.pth`` and then
     ``last_checkpoint`` are each replaced atomically, so ``last_checkpoint`` always names a
     complete file, and a failed write (e.g. a full disk) leaves the earlier checkpoints as
-    they were."""
+    they were.
+
+    Files are read with ``load_weight_file``: objects beyond ``SAFE_PICKLE_GLOBALS`` are refused
+    unless the checkpointer was made with ``allow_unsafe_unpickling=True``.
+    """
+
+    def __init__(self, model, save_dir="", *, allow_unsafe_unpickling=False, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.allow_unsafe_unpickling = allow_unsafe_unpickling
 
     def save(self, name, **kwargs):
         """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``) atomically, then
@@ -242,13 +364,18 @@ class GSNetCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         try:
-            checkpoint = super()._torch_load(f)
-        except Exception as error:
+            checkpoint = load_weight_file(
+                f, what="Checkpoint", allow_unsafe_unpickling=self.allow_unsafe_unpickling
+            )
+        except UnsafeCheckpointError:
+            raise
+        except InputFileError as error:
+            cause = error.__cause__
             raise InputFileError(
-                f"Cannot read checkpoint {f}: {_describe_load_error(error)}. The file is "
+                f"Cannot read checkpoint {f}: {_describe_load_error(cause)}. The file is "
                 "truncated or corrupt (e.g. an interrupted copy or download) or not a PyTorch "
                 "checkpoint: copy it again, or resume from an earlier checkpoint."
-            ) from error
+            ) from cause
         if not isinstance(checkpoint, dict):
             raise InputFileError(
                 f"Checkpoint {f} holds a {type(checkpoint).__name__}, not a checkpoint dict "
@@ -272,18 +399,6 @@ class GSNetCheckpointer(DetectionCheckpointer):
         return super()._load_model(checkpoint)
 
 
-def _read_file(path, what):
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{what} not found: {path}. Check the path.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise InputFileError(
-            f"{what} {path} is not a readable PyTorch file ({_describe_load_error(error)}): "
-            "it is truncated or corrupt (copy or download it again), or not a weight file."
-        ) from error
-
-
 # Parameters that the published CLIP loader rounded through fp16 (OpenAI's convert_weights).
 _FP16_ROUNDED = re.compile(
     r"(conv1\.weight|c_fc\.(weight|bias)|c_proj\.(weight|bias)|out_proj\.(weight|bias)"
@@ -291,13 +406,19 @@ _FP16_ROUNDED = re.compile(
 )
 
 
-def clip_state_dict_from_source(source: str, open_clip_name: str | None):
+def clip_state_dict_from_source(
+    source: str, open_clip_name: str | None, *, allow_unsafe_unpickling=False
+):
     """CLIP weights (OpenAI/open_clip key layout, packed attention) from a file or a tag."""
     if os.path.isfile(source):
         try:
             return torch.jit.load(source, map_location="cpu").state_dict()
         except RuntimeError:
-            state = _read_file(source, "CLIP weight file (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)")
+            state = load_weight_file(
+                source,
+                what="CLIP weight file (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)",
+                allow_unsafe_unpickling=allow_unsafe_unpickling,
+            )
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             if not isinstance(state, dict):
                 raise InputFileError(f"CLIP weight file {source} holds no state dict") from None
@@ -320,11 +441,13 @@ def clip_state_dict_from_source(source: str, open_clip_name: str | None):
     return model.state_dict()
 
 
-def load_clip_weights(generalist, source: str):
+def load_clip_weights(generalist, source: str, *, allow_unsafe_unpickling=False):
     """Load CLIP weights into ``generalist.clip``: packed in-projections are split into q/k/v,
     and the parameters OpenAI's loader keeps in fp16 are rounded through fp16 (exact for
     OpenAI's own fp16 file; fp32 weights from elsewhere then match the published model)."""
-    state = clip_state_dict_from_source(source, generalist.open_clip_name)
+    state = clip_state_dict_from_source(
+        source, generalist.open_clip_name, allow_unsafe_unpickling=allow_unsafe_unpickling
+    )
     converted = {}
     for key, value in state.items():
         if key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
@@ -358,17 +481,20 @@ def _timm_pretrained_state_dict(timm_name: str):
         ) from error
 
 
-def load_specialist_weights(specialist, source: str):
+def load_specialist_weights(specialist, source: str, *, allow_unsafe_unpickling=False):
     """Load pretrained weights into ``specialist.pretrained_module`` (the timm model): a
     DINO-style checkpoint (an optional "teacher" entry, "module."/"backbone." prefixes are
     stripped, DINO's projection head is ignored), a timm state dict (optionally under "model" or
-    "state_dict"), or "timm" for timm's pretrained weights. Every backbone key must be present."""
+    "state_dict"), or "timm" for timm's pretrained weights. Every backbone key must be present.
+    ``allow_unsafe_unpickling``: see ``load_weight_file``."""
     arch = getattr(specialist, "arch", type(specialist).__name__)
     if source == TIMM_PRETRAINED:
         state = _timm_pretrained_state_dict(specialist.timm_name)
     else:
-        state = _read_file(
-            source, "Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)"
+        state = load_weight_file(
+            source,
+            what="Specialist (RSIB) weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)",
+            allow_unsafe_unpickling=allow_unsafe_unpickling,
         )
         for wrapper in ("teacher", "model", "state_dict"):
             if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -414,18 +540,23 @@ def _load_strict(module, state, what):
     logger.info("Loaded %s (%d tensors).", what, len(state))
 
 
-def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: str):
+def load_pretrained_encoders(
+    model, *, clip_weights: str, specialist_weights: str, allow_unsafe_unpickling=False
+):
     """Load the encoders' pretrained weights when training starts (no MODEL.WEIGHTS).
 
     Args:
         clip_weights: MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS: a file, an open_clip tag, or "random".
         specialist_weights: MODEL.SEM_SEG_HEAD.DINO_WEIGHTS: a file, "timm", "random", or empty
             for the environment variable RSIB_CKPT (the published code's way).
+        allow_unsafe_unpickling: MODEL.ALLOW_UNSAFE_UNPICKLING (see ``load_weight_file``).
     """
     if clip_weights == RANDOM_WEIGHTS:
         logger.warning("CLIP_WEIGHTS is %r: CLIP starts from random weights.", RANDOM_WEIGHTS)
     else:
-        load_clip_weights(model.generalist, clip_weights)
+        load_clip_weights(
+            model.generalist, clip_weights, allow_unsafe_unpickling=allow_unsafe_unpickling
+        )
     if model.specialist is None:
         return
     if specialist_weights == RANDOM_WEIGHTS:
@@ -438,7 +569,9 @@ def load_pretrained_encoders(model, *, clip_weights: str, specialist_weights: st
                 "checkpoint (or the environment variable RSIB_CKPT), or start from a GSNet "
                 "checkpoint with MODEL.WEIGHTS."
             )
-        load_specialist_weights(model.specialist, path)
+        load_specialist_weights(
+            model.specialist, path, allow_unsafe_unpickling=allow_unsafe_unpickling
+        )
 
 
 def pretrained_weight_sources(cfg) -> list[str]:

@@ -101,6 +101,11 @@ def add_gsnet_config(cfg):
     """Add GSNet's keys to a Detectron2 config (in place)."""
     # Detectron2 defaults to "cuda"; GSNet also runs on CPU-only machines.
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    # Weight files (MODEL.WEIGHTS, CLIP_WEIGHTS, DINO_WEIGHTS) are read with torch's safe
+    # loading: tensors, containers and gsnet.checkpoint.SAFE_PICKLE_GLOBALS (NumPy scalars and
+    # arrays, argparse.Namespace). True reads any other object with unrestricted unpickling,
+    # which runs whatever code the file carries: only for files one trusts.
+    cfg.MODEL.ALLOW_UNSAFE_UNPICKLING = False
     # ---------------------------------------------------------------- input / data
     # Dataset descriptor files (YAML or JSON, see gsnet/data/descriptors.py) whose datasets are
     # registered before DATASETS.TRAIN / DATASETS.TEST are read; paths absolute or relative to

@@ -11,6 +11,7 @@ from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import rename_released_keys_hook
 from .data.class_names import check_class_names, load_class_names
 from .errors import ConfigError
 from .inference import check_window_geometry, sliding_window_inference, whole_image_inference
@@ -108,6 +109,8 @@ class GSNet(nn.Module):
             )
         # Cached text embeddings depend on the weights: drop them whenever weights are loaded.
         self.register_load_state_dict_pre_hook(lambda *args, **kwargs: self.clear_text_cache())
+        # The released checkpoint's key layout is recognised here, so every loader reads it.
+        self.register_load_state_dict_pre_hook(rename_released_keys_hook)
 
     @classmethod
     def from_config(cls, cfg):

@@ -1,5 +1,6 @@
-"""Segment your own imagery: read an image (PNG, JPEG, TIFF, GeoTIFF), run GSNet on it tile by
-tile for any vocabulary, and write label maps, overlays and class statistics.
+"""Segment your own imagery: run GSNet on an image or scene of any size, tile by tile, for any
+vocabulary (the model side: tiling, blending, vocabulary, statistics; reading and writing files
+is ``gsnet.raster_io``).
 
 Shapes: T classes, H x W the scene, h x w a tile (h = min(tile_size, H), w = min(tile_size, W)).
 
@@ -12,36 +13,49 @@ blended with a linear ramp ("feathering"): a tile's weight rises from 1/(overlap
 each overlapped border and is 1 on borders that lie on the scene's edge; the blended score is
 sum(weight * score) / sum(weight).
 
-Memory. The scene is processed one tile row at a time: a running (T, h, W) float32 sum and an
-(h, W) weight map cover the current row of tiles, and rows that no later tile touches are
-finalised (divided by the weight, reduced to labels). With ``keep_scores=False`` the extra memory
-is therefore at most about 2 x 4 x T x h x W bytes (the sum and one finalised slice of it; e.g.
-10 classes, 640 px tiles, a 20,000 px wide scene: ~1 GB) plus the (H, W) labels. Keeping the
-full (T, H, W) float32 scores costs 4 x T x H x W bytes more (10 classes on 20,000 x 20,000 px:
-16 GB). The image itself is held as (H, W, 3) uint8.
+Streaming. ``Predictor.predict_rows`` reads the scene tile by tile through a ``read_tile``
+callable and yields the label rows (and, on request, score rows) as soon as no later tile touches
+them: a running (T, h, W) float32 sum and an (h, W) weight map cover the current row of tiles,
+so memory is set by the tile size, the batch and the scene's width (about 2 x 4 x T x h x W
+bytes; e.g. 10 classes, 640 px tiles, a 20,000 px wide scene: ~1 GB), not by the scene's
+height. ``Predictor.__call__`` collects those rows into whole (H, W) arrays for images in memory.
+
+No data. ``read_tile`` also returns a valid mask (None: all valid). Pixels outside it get the
+label ``nodata_label(dtype)`` (255 for uint8 labels, 65535 for uint16) and NaN scores, and are
+left out of the statistics; tiles without a valid pixel are not run.
 """
 
-import colorsys
-import csv
-import json
 import logging
-import math
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
-from PIL import Image, ImageDraw, ImageFont, ImageOps
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from tqdm import tqdm
 
 from .checkpoint import GSNetCheckpointer
 from .config import add_gsnet_config
 from .data.class_names import load_class_names
+
+# Image reading and the output writers live in raster_io; these names are kept here for the
+# Python API of earlier versions.
+from .raster_io import (
+    IMAGE_SUFFIXES,
+    STRETCH_PERCENTILES,
+    ImageReadError,
+    RasterImage,
+    draw_overlay,
+    label_palette,
+    read_image,
+    stretch_to_uint8,
+    write_label_geotiff,
+    write_label_png,
+    write_statistics,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -50,11 +64,17 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RasterImage",
+    "RowBlock",
+    "array_tile_reader",
     "build_predictor_config",
+    "class_statistics",
     "draw_overlay",
+    "label_dtype",
     "label_palette",
     "load_weights",
+    "nodata_label",
     "parse_class_names",
+    "pixel_area_m2",
     "read_image",
     "stretch_to_uint8",
     "tile_starts",
@@ -65,24 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Read with Pillow; every other file (TIFF, GeoTIFF, JPEG 2000, ...) is read with rasterio.
-PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-# The files that a folder or a glob given as input contributes.
-IMAGE_SUFFIXES = PILLOW_SUFFIXES + (".tif", ".tiff", ".jp2")
-# Non-uint8 bands are mapped to 0-255 between these percentiles of their valid pixels.
-STRETCH_PERCENTILES = (2.0, 98.0)
-# Follows Sasha Trubetskoy's "List of 20 simple, distinct colors"; more are generated.
-DISTINCT_COLOURS = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
-]  # fmt: skip
-
-
-class ImageReadError(ValueError):
-    """An input image cannot be read; the message names the file."""
 
 
 # ---------------------------------------------------------------------- class names
@@ -133,122 +135,7 @@ def parse_class_names(class_names):
     return [name.strip() for name in names]
 
 
-# ---------------------------------------------------------------------- reading images
-@dataclass
-class RasterImage:
-    """An image ready for the model.
-
-    Attributes:
-        pixels: (H, W, 3) uint8 RGB.
-        path: the file it was read from, if any.
-        crs: the coordinate reference system of a georeferenced file, else None.
-        transform: the pixel -> CRS affine transform of a georeferenced file, else None.
-    """
-
-    pixels: np.ndarray
-    path: Path | None = None
-    crs: rasterio.crs.CRS | None = None
-    transform: rasterio.Affine | None = None
-
-    @property
-    def georeferenced(self) -> bool:
-        return self.crs is not None and self.transform is not None
-
-
-def stretch_to_uint8(band, *, nodata=None):
-    """Map one band of any numeric type to uint8: values at the 2nd / 98th percentile
-    (``STRETCH_PERCENTILES``) of the valid pixels become 0 / 255, linearly in between, clipped
-    outside. Invalid pixels (non-finite, or equal to ``nodata``) become 0, and so does a constant
-    band.
-
-    Args:
-        band: (H, W) array. nodata: the file's no-data value, or None.
-    Returns:
-        (H, W) uint8.
-    """
-    band = band.astype(np.float32, copy=False)
-    valid = np.isfinite(band)
-    if nodata is not None:
-        valid &= band != nodata
-    out = np.zeros(band.shape, np.uint8)
-    if not valid.any():
-        return out
-    low, high = np.percentile(band[valid], STRETCH_PERCENTILES)
-    if high > low:
-        scaled = (band - low) * (255.0 / (high - low))
-        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        out[~valid] = 0
-    return out
-
-
-def _to_rgb(bands, *, nodata, path):
-    """(B, H, W) bands of any type -> (H, W, 3) uint8: the first three bands, or band 1
-    replicated when there are fewer than three; non-uint8 data stretched per band."""
-    if len(bands) < 3:
-        if len(bands) == 2:
-            logger.warning("%s has 2 bands: using band 1 as grey.", path)
-        bands = bands[:1].repeat(3, axis=0)
-    bands = bands[:3]
-    if bands.dtype != np.uint8:
-        logger.info("%s holds %s data: percentile stretch to uint8.", path, bands.dtype)
-        bands = np.stack([stretch_to_uint8(band, nodata=nodata) for band in bands])
-    return np.ascontiguousarray(bands.transpose(1, 2, 0))
-
-
-def _read_with_pillow(path):
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)  # camera JPEGs: as displayed
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            return _to_rgb(np.asarray(image)[None], nodata=None, path=path)
-        return np.asarray(image.convert("RGB"))
-
-
-def _read_with_rasterio(path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as dataset:
-            bands = dataset.read(list(range(1, min(dataset.count, 3) + 1)))
-            pixels = _to_rgb(bands, nodata=dataset.nodata, path=path)
-            if dataset.crs is None:
-                return RasterImage(pixels=pixels, path=path)
-            return RasterImage(
-                pixels=pixels, path=path, crs=dataset.crs, transform=dataset.transform
-            )
-
-
-def read_image(path):
-    """Read an image file as RGB uint8, keeping the georeference of a GeoTIFF.
-
-    PNG/JPEG/BMP/WebP are read with Pillow, everything else (TIFF, GeoTIFF, JPEG 2000) with
-    rasterio. Any band count: the first three bands are R, G, B; a one-band (or two-band) image
-    uses band 1 as grey. uint16, int or float data are stretched per band to uint8 (see
-    ``stretch_to_uint8``).
-
-    Args:
-        path (str or Path): the file.
-    Returns:
-        RasterImage.
-    Raises:
-        ImageReadError: the file is missing, corrupt, or not an image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"Cannot read image {path}: no such file.")
-    try:
-        if path.suffix.lower() in PILLOW_SUFFIXES:
-            image = RasterImage(pixels=_read_with_pillow(path), path=path)
-        else:
-            image = _read_with_rasterio(path)
-    except (OSError, RasterioError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL raises SyntaxError for some broken PNG chunks, DecompressionBombError for images
-        # too large to be anything but an attack.
-        raise ImageReadError(f"Cannot read image {path}: {error}") from None
-    height, width = image.pixels.shape[:2]
-    if height == 0 or width == 0:
-        raise ImageReadError(f"Cannot read image {path}: it has no pixels.")
-    return image
-
-
+# ---------------------------------------------------------------------- images
 def _as_raster_image(image):
     if isinstance(image, RasterImage):
         return image
@@ -267,6 +154,17 @@ def _as_raster_image(image):
         f"Expected an image path, an (H, W, 3) uint8 array or a RasterImage, got "
         f"{type(image).__name__}."
     )
+
+
+def array_tile_reader(pixels, valid=None):
+    """``read_tile(y, x, h, w)`` over an (H, W, 3) uint8 array and its optional (H, W) valid
+    mask, as ``Predictor.predict_rows`` takes it."""
+
+    def read_tile(y, x, h, w):
+        tile_valid = None if valid is None else valid[y : y + h, x : x + w]
+        return pixels[y : y + h, x : x + w], tile_valid
+
+    return read_tile
 
 
 # ---------------------------------------------------------------------- tiling
@@ -301,6 +199,53 @@ def tile_weights(start, size, length, overlap):
 
 
 # ---------------------------------------------------------------------- prediction
+def label_dtype(num_classes):
+    """The label dtype for ``num_classes`` classes: uint8 up to 255 classes, else uint16 (the
+    largest value of the dtype is kept for pixels without a class)."""
+    if num_classes <= 255:
+        return np.dtype(np.uint8)
+    if num_classes <= 65535:
+        return np.dtype(np.uint16)
+    raise ValueError(f"{num_classes} classes: at most 65535 are supported.")
+
+
+def nodata_label(dtype):
+    """The label value of pixels without a class: the largest value of ``dtype``."""
+    return int(np.iinfo(dtype).max)
+
+
+def pixel_area_m2(crs, transform):
+    """Ground area of one pixel in square metres, for a projected CRS; else None."""
+    if crs is None or transform is None or not crs.is_projected:
+        return None
+    t = transform
+    metres_per_unit = crs.linear_units_factor[1]
+    return abs(t.a * t.e - t.b * t.d) * metres_per_unit**2
+
+
+def class_statistics(counts, class_names, *, pixel_area=None):
+    """Per class: {"class_index", "class", "pixels", "percent", "area_m2"}, from the (T,) pixel
+    counts of the valid pixels ("percent" of the valid pixels; "area_m2" is pixels x
+    ``pixel_area``, None without one)."""
+    total = int(np.sum(counts))
+    return [
+        {
+            "class_index": index,
+            "class": name,
+            "pixels": int(count),
+            "percent": 100.0 * int(count) / total if total else 0.0,
+            "area_m2": None if pixel_area is None else int(count) * pixel_area,
+        }
+        for index, (name, count) in enumerate(zip(class_names, counts))
+    ]
+
+
+def count_labels(labels, num_classes):
+    """(T,) int64 pixel counts per class of a label array (pixels without a class left out)."""
+    counts = np.bincount(labels.ravel(), minlength=num_classes)
+    return counts[:num_classes]
+
+
 @dataclass
 class Prediction:
     """GSNet's prediction for one image.
@@ -308,50 +253,53 @@ class Prediction:
     Attributes:
         class_names: the T names, in channel order.
         labels: (H, W) class index per pixel (argmax of the scores, the first class on ties);
-            uint8 for up to 256 classes, else uint16.
-        scores: (T, H, W) float32 class scores in [0, 1], or None when not kept.
-        crs, transform: the input's georeference, or None.
+            ``nodata`` where a pixel has no data; uint8 for up to 255 classes, else uint16.
+        scores: (T, H, W) float32 class scores in [0, 1] (NaN without data), or None when not
+            kept.
+        crs, transform: the input's georeference (rasterio CRS and Affine), or None.
+        nodata: the label value of pixels without a class (``nodata_label``).
     """
 
     class_names: list[str]
     labels: np.ndarray
     scores: np.ndarray | None = None
-    crs: rasterio.crs.CRS | None = None
-    transform: rasterio.Affine | None = None
+    crs: Any = None
+    transform: Any = None
+    nodata: int | None = None
+
+    def __post_init__(self):
+        if self.nodata is None:
+            self.nodata = nodata_label(self.labels.dtype)
+
+    @property
+    def valid(self):
+        """(H, W) bool: the pixels that have a class."""
+        return self.labels != self.nodata
 
     @property
     def pixel_area_m2(self):
         """Ground area of one pixel in square metres, for a projected CRS; else None."""
-        if self.crs is None or self.transform is None or not self.crs.is_projected:
-            return None
-        t = self.transform
-        metres_per_unit = self.crs.linear_units_factor[1]
-        return abs(t.a * t.e - t.b * t.d) * metres_per_unit**2
+        return pixel_area_m2(self.crs, self.transform)
 
     def statistics(self):
-        """Per class: {"class_index", "class", "pixels", "percent", "area_m2"} ("area_m2" is
-        pixels x pixel area, None without a projected CRS)."""
-        counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
-        total = self.labels.size
-        area = self.pixel_area_m2
-        return [
-            {
-                "class_index": index,
-                "class": name,
-                "pixels": int(count),
-                "percent": 100.0 * int(count) / total,
-                "area_m2": None if area is None else int(count) * area,
-            }
-            for index, (name, count) in enumerate(zip(self.class_names, counts))
-        ]
+        """Per class: {"class_index", "class", "pixels", "percent", "area_m2"} over the pixels
+        that have a class ("area_m2" is pixels x pixel area, None without a projected CRS)."""
+        counts = count_labels(self.labels, len(self.class_names))
+        return class_statistics(counts, self.class_names, pixel_area=self.pixel_area_m2)
 
 
-def _label_dtype(num_classes):
-    if num_classes <= 256:
-        return np.uint8
-    if num_classes <= 65536:
-        return np.uint16
-    raise ValueError(f"{num_classes} classes: at most 65536 are supported.")
+@dataclass
+class RowBlock:
+    """Rows ``top`` .. ``top + len(labels)`` of a scene's prediction (``predict_rows``).
+
+    Attributes:
+        top: the first scene row. labels: (rows, W), nodata where a pixel has no class.
+        scores: (T, rows, W) float32 (NaN without data), or None when not asked for.
+    """
+
+    top: int
+    labels: np.ndarray
+    scores: np.ndarray | None = None
 
 
 def build_predictor_config(config, *, opts=(), device=None, precision=None):
@@ -436,7 +384,7 @@ class Predictor:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"Weights file not found: {weights}")
         model = build_model(cfg)
-        load_weights(model, weights)
+        load_weights(model, weights, allow_unsafe_unpickling=cfg.MODEL.ALLOW_UNSAFE_UNPICKLING)
         self._setup(
             model,
             tile_size=cfg.INPUT.MIN_SIZE_TEST if tile_size is None else tile_size,
@@ -485,208 +433,166 @@ class Predictor:
         """
         Args:
             image: an (H, W, 3) uint8 RGB array, an image path (see ``read_image``) or a
-                RasterImage.
+                RasterImage (its ``valid`` mask marks the pixels without data).
             class_names: the vocabulary (see ``parse_class_names``).
             keep_scores: return the (T, H, W) scores too (memory: 4 x T x H x W bytes).
         Returns:
             Prediction, with the georeference of a georeferenced input.
         """
         image = _as_raster_image(image)
-        class_names = parse_class_names(class_names)
-        labels, scores = self._predict_tiled(image.pixels, class_names, keep_scores)
+        class_names = self.prepare_class_names(class_names)
+        H, W = image.pixels.shape[:2]
+        dtype = label_dtype(len(class_names))
+        labels = np.empty((H, W), dtype)
+        scores = np.empty((len(class_names), H, W), np.float32) if keep_scores else None
+        reader = array_tile_reader(image.pixels, image.valid)
+        for block in self.predict_rows(reader, H, W, class_names, keep_scores=keep_scores):
+            rows = slice(block.top, block.top + len(block.labels))
+            labels[rows] = block.labels
+            if keep_scores:
+                scores[:, rows] = block.scores
         return Prediction(
             class_names=class_names,
             labels=labels,
             scores=scores,
             crs=image.crs,
             transform=image.transform,
+            nodata=nodata_label(dtype),
         )
 
-    def _predict_tiled(self, pixels, class_names, keep_scores):
-        """(H, W, 3) uint8 -> labels (H, W) and, if kept, scores (T, H, W) float32."""
-        H, W = pixels.shape[:2]
-        T = len(class_names)
-        h, w = min(self.tile_size, H), min(self.tile_size, W)
-        ys = tile_starts(H, self.tile_size, self.tile_overlap)
-        xs = tile_starts(W, self.tile_size, self.tile_overlap)
+    def prepare_class_names(self, class_names):
+        """The vocabulary as ``parse_class_names`` reads it, checked against the model's text
+        encoder (a name too long for its context is a ValueError naming it and the limit)."""
+        class_names = parse_class_names(class_names)
+        label_dtype(len(class_names))
+        text_queries = getattr(self.model, "text_queries", None)
+        if text_queries is not None:
+            text_queries.check_lengths(class_names)
+        return class_names
+
+    def tile_grid(self, height, width):
+        """(ys, xs, h, w): the tiles' first rows and columns and their size, for a scene of
+        ``height`` x ``width`` pixels."""
+        ys = tile_starts(height, self.tile_size, self.tile_overlap)
+        xs = tile_starts(width, self.tile_size, self.tile_overlap)
+        return ys, xs, min(self.tile_size, height), min(self.tile_size, width)
+
+    def num_row_blocks(self, height):
+        """How many ``RowBlock``s ``predict_rows`` yields for a scene ``height`` rows high (one
+        per row of tiles)."""
+        return len(tile_starts(height, self.tile_size, self.tile_overlap))
+
+    def predict_rows(
+        self, read_tile, height, width, class_names, *, keep_scores=False, blocks=None
+    ) -> Iterator[RowBlock]:
+        """Predict a scene tile by tile and yield its rows as they are finalised.
+
+        Row block k holds the rows from the start of tile row k to the start of tile row k + 1
+        (the last: to the bottom). Asking for ``blocks`` a..b runs the tile rows that touch
+        them (the earlier tile rows whose overlap reaches block a included), so several
+        processes can share a scene and get exactly the rows one process gets.
+
+        Args:
+            read_tile: ``read_tile(y, x, h, w)`` -> ((h, w, 3) uint8 RGB, (h, w) bool valid
+                mask or None), e.g. ``array_tile_reader`` or ``raster_io.RasterScene``.
+            height, width: the scene's size.
+            class_names: the T names (as ``prepare_class_names`` returns them).
+            keep_scores: yield the blended scores too.
+            blocks: a range of row-block indices (``num_row_blocks``); default all.
+        Yields:
+            RowBlock, in order.
+        """
+        H, W, T = height, width, len(class_names)
+        ys, xs, h, w = self.tile_grid(H, W)
+        blocks = range(len(ys)) if blocks is None else blocks
+        if not blocks:
+            return
+        first_row = next(r for r in range(len(ys)) if ys[r] + h > ys[blocks.start])
+        tile_rows = range(first_row, blocks.stop)
         weights_y = [tile_weights(y, h, H, self.tile_overlap) for y in ys]
         weights_x = [tile_weights(x, w, W, self.tile_overlap) for x in xs]
         logger.info("%d x %d px image: %d x %d tiles of %d x %d px.", H, W, len(ys), len(xs), h, w)
-
-        labels = np.empty((H, W), _label_dtype(T))
-        scores = np.empty((T, H, W), np.float32) if keep_scores else None
+        dtype = label_dtype(T)
         band_sum = np.zeros((T, h, W), np.float32)  # rows band_top .. band_top + h
         band_weight = np.zeros((h, W), np.float32)
-        band_top = 0
+        band_valid = np.zeros((h, W), bool)
+        band_top = ys[first_row]
         with tqdm(
-            total=len(ys) * len(xs),
+            total=len(tile_rows) * len(xs),
             desc="tiles",
             unit="tile",
             leave=False,
-            disable=not self.progress or len(ys) * len(xs) == 1,
+            disable=not self.progress or len(tile_rows) * len(xs) == 1,
         ) as bar:
-            for row, y in enumerate(ys):
-                _shift_band(band_sum, band_weight, y - band_top)
+            for row in tile_rows:
+                y = ys[row]
+                _shift_band((band_sum, band_weight, band_valid), y - band_top)
                 band_top = y
-                for first in range(0, len(xs), self.batch_size):
-                    columns = range(first, min(first + self.batch_size, len(xs)))
+                tiles = []
+                for c, x in enumerate(xs):
+                    pixels, valid = read_tile(y, x, h, w)
+                    if valid is not None and not valid.any():
+                        bar.update(1)  # nothing to classify: not run
+                        continue
+                    band_valid[:, x : x + w] |= True if valid is None else valid
+                    tiles.append((c, pixels))
+                for first in range(0, len(tiles), self.batch_size):
+                    batch = tiles[first : first + self.batch_size]
                     inputs = [
-                        {"image": _tile_tensor(pixels, y, xs[c], h, w), "height": h, "width": w}
-                        for c in columns
+                        {"image": _tile_tensor(pixels), "height": h, "width": w}
+                        for _, pixels in batch
                     ]
                     with torch.no_grad():
                         outputs = self.model(inputs, class_names)
-                    for c, output in zip(columns, outputs):
+                    for (c, _), output in zip(batch, outputs):
                         tile_scores = output["sem_seg"].float().cpu().numpy()
                         weight = np.outer(weights_y[row], weights_x[c])
                         band_sum[:, :, xs[c] : xs[c] + w] += tile_scores * weight
                         band_weight[:, xs[c] : xs[c] + w] += weight
-                    bar.update(len(columns))
+                    bar.update(len(batch))
+                if row < blocks.start:
+                    continue
                 # Rows above the next tile row receive no more tiles: finalise them.
                 done = (ys[row + 1] if row + 1 < len(ys) else H) - y
-                final = band_sum[:, :done] / band_weight[:done]
-                labels[y : y + done] = final.argmax(axis=0)
-                if keep_scores:
-                    scores[:, y : y + done] = final
-        return labels, scores
+                valid = band_valid[:done]
+                final = np.divide(
+                    band_sum[:, :done],
+                    band_weight[:done],
+                    out=np.full((T, done, W), np.nan, np.float32),
+                    where=valid,
+                )
+                all_valid = valid.all()
+                labels = (final if all_valid else np.nan_to_num(final)).argmax(axis=0)
+                labels = labels.astype(dtype)
+                if not all_valid:
+                    labels[~valid] = nodata_label(dtype)
+                yield RowBlock(top=y, labels=labels, scores=final if keep_scores else None)
 
 
-def _tile_tensor(pixels, y, x, h, w):
-    """(3, h, w) uint8 tensor of a tile (a copy: the scene array may be read-only)."""
-    return torch.from_numpy(pixels[y : y + h, x : x + w].transpose(2, 0, 1).copy())
+def _tile_tensor(pixels):
+    """(3, h, w) uint8 tensor of an (h, w, 3) tile (a copy: the scene array may be read-only)."""
+    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
 
 
-def _shift_band(band_sum, band_weight, shift):
-    """Move the accumulator window down by ``shift`` rows in place (zeros come in at the
-    bottom; NumPy copies overlapping ranges correctly)."""
+def _shift_band(arrays, shift):
+    """Move the accumulators' window down by ``shift`` rows in place (zeros come in at the
+    bottom; NumPy copies overlapping ranges correctly). Rows are the second-to-last axis."""
     if shift == 0:
         return
-    kept = band_weight.shape[0] - shift
-    band_sum[:, :kept] = band_sum[:, shift:]
-    band_weight[:kept] = band_weight[shift:]
-    band_sum[:, kept:] = 0
-    band_weight[kept:] = 0
+    for array in arrays:
+        kept = array.shape[-2] - shift
+        array[..., :kept, :] = array[..., shift:, :]
+        array[..., kept:, :] = 0
 
 
-def load_weights(model, weights):
+def load_weights(model, weights, *, allow_unsafe_unpickling=False):
     """Load a checkpoint with ``GSNetCheckpointer``; any failure is a ValueError naming the
     file (GSNetCheckpointer's explanation of an incompatible checkpoint included)."""
     try:
-        GSNetCheckpointer(model).load(str(weights))
+        GSNetCheckpointer(model, allow_unsafe_unpickling=allow_unsafe_unpickling).load(str(weights))
     except ValueError as error:
         raise ValueError(f"Cannot load weights {weights}: {error}") from None
     except Exception as error:  # torch/pickle raise many types on a corrupt file
         raise ValueError(
             f"Cannot load weights {weights}: not a readable checkpoint ({error})."
         ) from None
-
-
-# ---------------------------------------------------------------------- outputs
-def label_palette(num_classes):
-    """(num_classes, 3) uint8 colours, the same for every call: the 20 colours of
-    ``DISTINCT_COLOURS``, then hues stepped by the golden ratio with cycling saturation and
-    brightness (pairwise different for any practical number of classes)."""
-    colours = list(DISTINCT_COLOURS[:num_classes])
-    index = 0
-    while len(colours) < num_classes:
-        hue = (index * 0.618033988749895) % 1.0
-        saturation = (0.95, 0.65, 0.8)[index % 3]
-        value = (0.95, 0.75, 0.55, 0.85)[(index // 3) % 4]
-        colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value))
-        if colour not in colours:
-            colours.append(colour)
-        index += 1
-    return np.array(colours, np.uint8).reshape(num_classes, 3)
-
-
-def write_label_png(labels, path, *, palette):
-    """Write (H, W) labels as a palette PNG (palette index = class index); with more than 256
-    classes, as a 16-bit greyscale PNG (PNG palettes hold 256 colours)."""
-    if labels.dtype == np.uint8:
-        image = Image.fromarray(labels)
-        image.putpalette(palette[:256].tobytes())
-    else:
-        logger.warning("More than 256 classes: %s is a 16-bit greyscale PNG.", path)
-        image = Image.fromarray(labels.astype(np.uint16))
-    image.save(path, optimize=True)
-
-
-def write_label_geotiff(labels, path, *, crs, transform, palette):
-    """Write (H, W) labels as a single-band GeoTIFF with the input's CRS and transform
-    (uint8, with the palette as colour map, up to 256 classes; uint16 beyond)."""
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=labels.shape[0],
-        width=labels.shape[1],
-        count=1,
-        dtype=labels.dtype.name,
-        crs=crs,
-        transform=transform,
-        compress="deflate",
-    ) as dataset:
-        dataset.write(labels, 1)
-        if labels.dtype == np.uint8:
-            dataset.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette)})
-
-
-STATISTICS_FIELDS = ["class_index", "class", "pixels", "percent", "area_m2"]
-
-
-def write_statistics(rows, csv_path, json_path=None, *, extra=None, fields=STATISTICS_FIELDS):
-    """Write per-class statistics rows (``Prediction.statistics()``) as CSV with the columns
-    ``fields`` (area empty when unknown) and, optionally, as JSON {**extra, "classes": rows}."""
-    with open(csv_path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    if json_path is not None:
-        payload = {**(extra or {}), "classes": rows}
-        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
-def draw_overlay(pixels, labels, class_names, *, palette, alpha=0.5, max_side=2048):
-    """The image with its labels blended in colour, and a legend to the right naming each class
-    with its colour and share of the image.
-
-    Args:
-        pixels: (H, W, 3) uint8 RGB. labels: (H, W) class indices. class_names: T names.
-        palette: (T, 3) uint8 colours. alpha: weight of the label colours.
-        max_side: larger images are shrunk to this long side (labels nearest-neighbour).
-    Returns:
-        PIL.Image (RGB).
-    """
-    H, W = labels.shape
-    counts = np.bincount(labels.ravel(), minlength=len(class_names))
-    scale = min(1.0, max_side / max(H, W))
-    size = (max(1, round(W * scale)), max(1, round(H * scale)))
-    image = Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR)
-    rows = np.arange(size[1]) * H // size[1]  # nearest-neighbour shrinking of the labels
-    cols = np.arange(size[0]) * W // size[0]
-    colour_image = Image.fromarray(palette[labels[np.ix_(rows, cols)]])
-    blended = Image.blend(image, colour_image, alpha)
-
-    font_size = max(12, round(max(size) / 60))
-    font = ImageFont.load_default(size=font_size)
-    line = round(font_size * 1.5)
-    swatch = font_size
-    margin = font_size
-    texts = [
-        f"{name} ({100 * count / labels.size:.1f}%)" for name, count in zip(class_names, counts)
-    ]
-    text_width = max(math.ceil(font.getlength(text)) for text in texts)
-    legend_width = 3 * margin + swatch + text_width
-    legend_height = 2 * margin + line * len(texts)
-    canvas = Image.new("RGB", (size[0] + legend_width, max(size[1], legend_height)), "white")
-    canvas.paste(blended, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for index, text in enumerate(texts):
-        top = margin + index * line
-        left = size[0] + margin
-        colour = tuple(int(c) for c in palette[index])
-        draw.rectangle([left, top, left + swatch, top + swatch], fill=colour, outline="black")
-        draw.text(
-            (left + swatch + margin, top + swatch / 2), text, fill="black", font=font, anchor="lm"
-        )
-    return canvas

@@ -366,7 +366,12 @@ class GSNetTrainer(DefaultTrainer):
             device_type=torch.device(cfg.MODEL.DEVICE).type,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = GSNetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = GSNetCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            allow_unsafe_unpickling=cfg.MODEL.ALLOW_UNSAFE_UNPICKLING,
+            trainer=weakref.proxy(self),
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -385,6 +390,7 @@ class GSNetTrainer(DefaultTrainer):
                 unwrap(self.model),
                 clip_weights=head.CLIP_WEIGHTS,
                 specialist_weights=head.DINO_WEIGHTS,
+                allow_unsafe_unpickling=self.cfg.MODEL.ALLOW_UNSAFE_UNPICKLING,
             )
         super().resume_or_load(resume=resume)
 

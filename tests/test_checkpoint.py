@@ -1,15 +1,23 @@
+import argparse
+import fractions
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultPredictor
 
 from gsnet.checkpoint import (
     GSNetCheckpointer,
+    UnsafeCheckpointError,
     convert_released_state_dict,
     is_released_layout,
     load_clip_weights,
+    load_specialist_weights,
+    load_weight_file,
 )
 
 # The published module tree, written out independently of the rename table under test:
@@ -114,3 +122,77 @@ def test_clip_weights_from_an_open_clip_state_dict(tmp_path, make_toy_model):
     torch.testing.assert_close(
         model.generalist.clip.visual.class_embedding, reference.visual.class_embedding
     )  # not rounded
+
+
+# ---------------------------------------------------------------------- every loader
+def _released_file(tmp_path, source):
+    """A released-layout checkpoint with the plain objects such files hold next to tensors."""
+    path = tmp_path / "released.pth"
+    checkpoint = {
+        "model": to_published_layout(source),
+        "iteration": np.int64(29999),
+        "metrics": {"mIoU": np.float64(41.5), "per_class": np.zeros(3, np.float32)},
+        "args": argparse.Namespace(config_file="configs/vitb_384.yaml"),
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def _load_state_dict(path, model, cfg):
+    state = torch.load(path, weights_only=True)["model"]
+    model.load_state_dict(state)
+    return model
+
+
+def _detection_checkpointer(path, model, cfg):
+    DetectionCheckpointer(model).load(str(path))
+    return model
+
+
+def _default_predictor(path, model, cfg):
+    cfg.MODEL.WEIGHTS = str(path)
+    return DefaultPredictor(cfg).model
+
+
+def _gsnet_checkpointer(path, model, cfg):
+    GSNetCheckpointer(model).load(str(path))
+    return model
+
+
+@pytest.mark.parametrize(
+    "load",
+    [_load_state_dict, _detection_checkpointer, _default_predictor, _gsnet_checkpointer],
+    ids=["load_state_dict", "DetectionCheckpointer", "DefaultPredictor", "GSNetCheckpointer"],
+)
+def test_released_checkpoint_loads_through_every_loader(
+    tmp_path, make_toy_model, make_toy_cfg, load
+):
+    source = make_toy_model(seed=3)
+    path = _released_file(tmp_path, source)
+    loaded = load(path, make_toy_model(seed=4), make_toy_cfg())
+    expected = source.state_dict()
+    assert set(loaded.state_dict()) == set(expected)
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_objects_beyond_the_allow_list_need_the_opt_in(tmp_path, make_toy_model):
+    model = make_toy_model()
+    path = tmp_path / "odd.pth"
+    torch.save({"model": model.state_dict(), "ratio": fractions.Fraction(1, 3)}, path)
+    refused = r"fractions\.Fraction.*ALLOW_UNSAFE_UNPICKLING"
+    with pytest.raises(UnsafeCheckpointError, match=refused):
+        GSNetCheckpointer(model).load(str(path))
+    with pytest.raises(UnsafeCheckpointError, match="DINO_WEIGHTS"):
+        load_weight_file(path, what="Specialist weight file (MODEL.SEM_SEG_HEAD.DINO_WEIGHTS)")
+    loaded = load_weight_file(path, what="Checkpoint", allow_unsafe_unpickling=True)
+    assert loaded["ratio"] == fractions.Fraction(1, 3)
+    GSNetCheckpointer(model, allow_unsafe_unpickling=True).load(str(path))
+
+
+def test_specialist_file_with_numpy_and_namespace_loads_safely(tmp_path, make_toy_model):
+    model = make_toy_model()
+    path = tmp_path / "rsib.pth"
+    teacher = {f"backbone.{k}": v for k, v in model.specialist.vit.state_dict().items()}
+    torch.save({"teacher": teacher, "epoch": np.int64(100), "args": argparse.Namespace()}, path)
+    load_specialist_weights(make_toy_model(seed=1).specialist, str(path))

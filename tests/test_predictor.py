@@ -9,17 +9,21 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from gsnet import raster_io
 from gsnet.checkpoint import GSNetCheckpointer
 from gsnet.predictor import (
     ImageReadError,
     Prediction,
     Predictor,
+    RasterImage,
+    array_tile_reader,
     label_palette,
     parse_class_names,
     read_image,
     tile_starts,
     tile_weights,
 )
+from gsnet.raster_io import RasterScene, parse_bands
 
 CLASSES = ["building", "road", "tree"]
 
@@ -275,3 +279,144 @@ def test_palette_is_fixed_and_distinct_for_many_classes():
     assert palette.shape == (300, 3) and palette.dtype == np.uint8
     assert len({tuple(colour) for colour in palette}) == 300
     np.testing.assert_array_equal(label_palette(5), palette[:5])
+
+
+# ---------------------------------------------------------------------- streaming, nodata, bands
+def _blend_whole_scene(model, pixels, class_names, tile_size, overlap, batch_size):
+    """The blending of the first release (whole-scene sums, tiles in row-major order, batches
+    of one tile row): the reference the streaming path must reproduce exactly."""
+    H, W = pixels.shape[:2]
+    h, w = min(tile_size, H), min(tile_size, W)
+    total = np.zeros((len(class_names), H, W), np.float32)
+    weight = np.zeros((H, W), np.float32)
+    xs = tile_starts(W, tile_size, overlap)
+    for y in tile_starts(H, tile_size, overlap):
+        for first in range(0, len(xs), batch_size):
+            columns = xs[first : first + batch_size]
+            tiles = [pixels[y : y + h, x : x + w].transpose(2, 0, 1).copy() for x in columns]
+            inputs = [{"image": torch.from_numpy(t), "height": h, "width": w} for t in tiles]
+            with torch.no_grad():
+                outputs = model(inputs, class_names)
+            for x, output in zip(columns, outputs):
+                ramp = np.outer(tile_weights(y, h, H, overlap), tile_weights(x, w, W, overlap))
+                total[:, y : y + h, x : x + w] += output["sem_seg"].numpy() * ramp
+                weight[y : y + h, x : x + w] += ramp
+    return (total / weight).argmax(axis=0)
+
+
+def test_streaming_a_geotiff_gives_the_labels_of_whole_scene_blending(toy_model, tmp_path):
+    data = np.random.default_rng(4).integers(0, 256, (3, 150, 230), dtype=np.uint8)
+    _write_geotiff(tmp_path / "scene.tif", data)
+    predictor = Predictor.from_model(
+        toy_model, tile_size=64, tile_overlap=16, batch_size=3, progress=False
+    )
+    with RasterScene.open(tmp_path / "scene.tif") as scene:
+        blocks = list(predictor.predict_rows(scene.read_tile, 150, 230, CLASSES))
+    streamed = np.concatenate([block.labels for block in blocks])
+    assert len(blocks) > 1 and [b.top for b in blocks] == tile_starts(150, 64, 16)
+    expected = _blend_whole_scene(toy_model, data.transpose(1, 2, 0), CLASSES, 64, 16, 3)
+    np.testing.assert_array_equal(streamed, expected)
+
+
+@pytest.mark.parametrize("tile_size, overlap", [(32, 8), (40, 30)])
+def test_row_blocks_of_several_processes_join_to_the_whole(tile_size, overlap):
+    pixels = _image(170, 60, seed=5)
+    predictor = Predictor.from_model(
+        PixelwiseModel(), tile_size=tile_size, tile_overlap=overlap, progress=False
+    )
+    reader = array_tile_reader(pixels)
+    whole = list(predictor.predict_rows(reader, 170, 60, CLASSES, keep_scores=True))
+    count = predictor.num_row_blocks(170)
+    parts = [
+        block
+        for blocks in (range(0, 2), range(2, count - 1), range(count - 1, count))
+        for block in predictor.predict_rows(
+            reader, 170, 60, CLASSES, keep_scores=True, blocks=blocks
+        )
+    ]
+    assert [b.top for b in parts] == [b.top for b in whole]
+    for part, block in zip(parts, whole):
+        np.testing.assert_array_equal(part.scores, block.scores)
+
+
+def test_pixels_without_data_get_no_class_and_their_tiles_are_not_run():
+    pixels = _image(64, 160, seed=6)
+    valid = np.ones((64, 160), bool)
+    valid[:, :70] = False  # the first two 32 px tile columns hold no data
+    model = PixelwiseModel()
+    predictor = Predictor.from_model(model, tile_size=32, tile_overlap=0, progress=False)
+    prediction = predictor(RasterImage(pixels=pixels, valid=valid), CLASSES)
+    assert sum(model.batch_sizes) == 2 * 3  # 2 tile rows x the 3 columns that touch data
+    assert prediction.nodata == 255 and (prediction.labels[~valid] == 255).all()
+    assert (prediction.labels[valid] < 3).all() and np.isnan(prediction.scores[:, ~valid]).all()
+    expected = PixelwiseModel.expected(pixels, 3).numpy().argmax(0)
+    np.testing.assert_array_equal(prediction.labels[valid], expected[valid])
+    assert sum(row["pixels"] for row in prediction.statistics()) == valid.sum()
+    assert sum(row["percent"] for row in prediction.statistics()) == pytest.approx(100)
+
+
+def test_declared_nodata_marks_pixels_where_every_band_has_it(tmp_path):
+    data = np.random.default_rng(7).integers(1, 256, (3, 20, 30), dtype=np.uint8)
+    data[:, :5] = 0  # a border: no data in every band
+    data[0, 10, 10] = 0  # one band at the nodata value: still a pixel with data
+    _write_geotiff(tmp_path / "scene.tif", data, nodata=0)
+    image = read_image(tmp_path / "scene.tif")
+    assert not image.valid[:5].any() and image.valid[5:].all()
+
+
+def test_alpha_band_and_png_transparency_are_masks(tmp_path):
+    from PIL import Image
+
+    rgba = np.random.default_rng(8).integers(0, 256, (12, 16, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:4, :, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.png")
+    image = read_image(tmp_path / "photo.png")
+    np.testing.assert_array_equal(image.valid, rgba[..., 3] > 0)
+    np.testing.assert_array_equal(image.pixels, rgba[..., :3])
+    with rasterio.open(
+        tmp_path / "rgba.tif", "w", driver="GTiff", height=12, width=16, count=4, dtype="uint8",
+        photometric="RGB", alpha="YES",
+    ) as dataset:  # fmt: skip
+        dataset.write(rgba.transpose(2, 0, 1))
+    scene = read_image(tmp_path / "rgba.tif")
+    np.testing.assert_array_equal(scene.valid, rgba[..., 3] > 0)
+    np.testing.assert_array_equal(scene.pixels, rgba[..., :3])
+
+
+def test_bands_are_picked_and_ordered(tmp_path):
+    data = np.random.default_rng(9).integers(0, 256, (4, 10, 12), dtype=np.uint8)
+    _write_geotiff(tmp_path / "scene.tif", data)
+    image = read_image(tmp_path / "scene.tif", bands=(4, 3, 2))
+    np.testing.assert_array_equal(image.pixels, data[[3, 2, 1]].transpose(1, 2, 0))
+    grey = read_image(tmp_path / "scene.tif", bands=(2,))
+    np.testing.assert_array_equal(grey.pixels, data[[1, 1, 1]].transpose(1, 2, 0))
+    with pytest.raises(ImageReadError, match="band 5 asked for.*has 4 band"):
+        read_image(tmp_path / "scene.tif", bands=(5, 3, 2))
+    with pytest.raises(ValueError, match="three 1-based band numbers"):
+        parse_bands("4,3")
+
+
+def test_large_scenes_are_stretched_alike_from_sample_windows(tmp_path, monkeypatch):
+    monkeypatch.setattr(raster_io, "STRETCH_SAMPLE_PIXELS", 100)  # force the sampled path
+    band = np.tile(np.arange(400, dtype=np.uint16), (300, 1))  # values rise left to right
+    _write_geotiff(tmp_path / "grey.tif", band[None])
+    with RasterScene.open(tmp_path / "grey.tif") as scene:
+        (low, high), *_ = scene.stretch
+        left, _ = scene.read_tile(0, 0, 50, 220)
+        right, _ = scene.read_tile(100, 180, 50, 220)
+    # Columns 180..219 are in both windows: the same raw values give the same pixels.
+    np.testing.assert_array_equal(left[:, 180:], right[:, :40])
+    assert 0 < low < 50 and 350 < high < 400  # about the 2nd / 98th percentiles of 0..399
+
+
+def test_too_long_class_name_is_named_with_the_limit(predictor):
+    name = "very " * 80 + "long"
+    with pytest.raises(ValueError, match=r"Class name 'very .*long' is too long.*77-token"):
+        predictor(_image(8, 8), ["road", name])
+
+
+def test_class_names_in_any_script(predictor):
+    names = ["建筑", "طريق", "Straße", "🌲 tree"]
+    prediction = predictor(_image(20, 24), names)
+    assert prediction.scores.shape == (4, 20, 24) and prediction.class_names == names

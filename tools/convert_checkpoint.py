@@ -14,7 +14,12 @@ import sys
 
 import torch
 
-from gsnet.checkpoint import convert_released_state_dict, is_released_layout
+from gsnet.checkpoint import (
+    UNSAFE_UNPICKLING_KEY,
+    convert_released_state_dict,
+    is_released_layout,
+    load_weight_file,
+)
 from gsnet.errors import (
     ConfigError,
     InputFileError,
@@ -29,21 +34,31 @@ def main(argv=None):
     parser.add_argument("source", help="released GSNet checkpoint (.pth with a 'model' entry)")
     parser.add_argument("target", help="where to write the converted checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    parser.add_argument(
+        "--allow-unsafe-unpickling",
+        action="store_true",
+        help=f"read objects beyond the safe allow-list (runs code from the file; as "
+        f"{UNSAFE_UNPICKLING_KEY})",
+    )
     args = add_debug_flag(parser).parse_args(argv)
     with reporting_user_errors("convert_checkpoint.py", debug=args.debug):
-        convert(args.source, args.target, overwrite=args.overwrite)
+        convert(
+            args.source,
+            args.target,
+            overwrite=args.overwrite,
+            allow_unsafe_unpickling=args.allow_unsafe_unpickling,
+        )
 
 
-def convert(source, target, *, overwrite=False):
+def convert(source, target, *, overwrite=False, allow_unsafe_unpickling=False):
     """Write ``source`` (released layout) to ``target`` in this project's layout."""
     if not os.path.isfile(source):
         raise MissingFileError(f"{source} does not exist.")
     if os.path.exists(target) and not overwrite:
         raise ConfigError(f"{target} exists; pass --overwrite to replace it.")
-    try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise InputFileError(f"{source} is not a readable PyTorch file ({error}).") from error
+    checkpoint = load_weight_file(
+        source, what="Checkpoint", allow_unsafe_unpickling=allow_unsafe_unpickling
+    )
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise InputFileError(f"{source} has no 'model' state dict: not a GSNet checkpoint.")

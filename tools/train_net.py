@@ -101,9 +101,11 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = GSNetTrainer.build_model(cfg)
-        gsnet.GSNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        gsnet.GSNetCheckpointer(
+            model,
+            save_dir=cfg.OUTPUT_DIR,
+            allow_unsafe_unpickling=cfg.MODEL.ALLOW_UNSAFE_UNPICKLING,
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = GSNetTrainer.test(cfg, model)
         if comm.is_main_process():
             write_results_table(results, cfg.OUTPUT_DIR)

@@ -73,21 +73,31 @@ class TextQueries(nn.Module):
     def clear_cache(self):
         self._cache.clear()
 
-    def tokenize(self, class_names: list[str]) -> torch.Tensor:
-        """(T * P, context_length) token ids, class-major. Raises on a name too long for CLIP."""
-        texts = [
+    def prompts(self, class_names: list[str]) -> list[str]:
+        """The T * P prompt texts, class-major."""
+        return [
             template.format(name.split(", ")[0])
             for name in class_names
             for template in self.templates
         ]
-        for text in texts:
-            # SOT + tokens + EOT must fit the context (the published tokenizer raised too).
-            if len(self.tokenizer.encode(text)) + 2 > self.context_length:
-                raise ConfigError(
-                    f"The prompt {text!r} is longer than CLIP's {self.context_length}-token "
-                    "context: shorten the class name."
-                )
-        return self.tokenizer(texts)
+
+    def check_lengths(self, class_names: list[str]):
+        """Raise a ConfigError naming the first class name whose prompt does not fit CLIP's
+        token context (start and end tokens included; the published tokenizer raised too)."""
+        for name in class_names:
+            for text in self.prompts([name]):
+                length = len(self.tokenizer.encode(text)) + 2
+                if length > self.context_length:
+                    raise ConfigError(
+                        f"Class name {name!r} is too long for the text encoder: its prompt "
+                        f"{text!r} takes {length} tokens, over CLIP's {self.context_length}-token "
+                        "context: shorten the name."
+                    )
+
+    def tokenize(self, class_names: list[str]) -> torch.Tensor:
+        """(T * P, context_length) token ids, class-major. Raises on a name too long for CLIP."""
+        self.check_lengths(class_names)
+        return self.tokenizer(self.prompts(class_names))
 
     def forward(self, class_names, text_encoder, *, device, use_cache: bool) -> torch.Tensor:
         """

@@ -21,7 +21,7 @@ def test_synonyms_use_the_first_name():
 
 
 def test_too_long_name_raises():
-    with pytest.raises(ValueError, match="longer than CLIP"):
+    with pytest.raises(ValueError, match="too long for the text encoder"):
         TextQueries().tokenize(["word " * 80])
 
 

@@ -4,6 +4,8 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,25 +84,26 @@ def test_geotiff_and_png_give_every_output_and_a_summary(tool, config, weights, 
     out = tmp_path / "out"
     assert tool.main(_argv(config, weights, [inputs], out)) == 0
 
-    for stem, size in (("scene", (80, 120)), ("photo", (40, 50))):
-        labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
-        assert Image.open(out / f"{stem}_labels.png").mode == "P" and labels.shape == size
+    with rasterio.open(out / "scene_labels.tif") as dataset:
+        assert dataset.crs.to_epsg() == 32633 and dataset.transform == TRANSFORM
+        assert dataset.dtypes == ("uint8",) and dataset.shape == (80, 120)
+        assert dataset.nodata == 255 and dataset.profile["tiled"]
+        scene_labels = dataset.read(1)
+    photo = Image.open(out / "photo_labels.png")
+    assert photo.mode == "P"
+    for stem, labels in (("scene", scene_labels), ("photo", np.asarray(photo))):
         assert labels.max() < 4
         assert (out / f"{stem}_overlay.png").is_file()
         stats = json.loads((out / f"{stem}_stats.json").read_text())
-        assert sum(c["pixels"] for c in stats["classes"]) == size[0] * size[1]
+        assert sum(c["pixels"] for c in stats["classes"]) == labels.size
         assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100)
         assert [c["pixels"] for c in stats["classes"]] == [
             int((labels == i).sum()) for i in range(4)
         ]
-    assert not (out / "photo_labels.tif").exists()
+    assert np.asarray(photo).shape == (40, 50)
+    assert not (out / "photo_labels.tif").exists() and not (out / "scene_labels.png").exists()
+    assert not list(out.glob(".*"))  # no temporary file left
 
-    with rasterio.open(out / "scene_labels.tif") as dataset:
-        assert dataset.crs.to_epsg() == 32633 and dataset.transform == TRANSFORM
-        assert dataset.dtypes == ("uint8",) and dataset.shape == (80, 120)
-        np.testing.assert_array_equal(
-            dataset.read(1), np.asarray(Image.open(out / "scene_labels.png"))
-        )
     with open(out / "scene_stats.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [r["class"] for r in rows] == CLASSES.split(",")
@@ -206,3 +209,123 @@ def test_config_overrides_after_input_are_not_inputs(tool, tmp_path):
     args = tool.parse_args(argv)
     assert args.input == [str(tmp_path / "a.png")]
     assert args.opts == ["MODEL.DEVICE", "cpu", "TEST.SLIDING_WINDOW", "True"]
+
+
+def _write_scene_with_border(path, height, width, border):
+    """A uint16 GeoTIFF whose first ``border`` columns hold no data (nodata 0 in every band)."""
+    data = np.random.default_rng(2).integers(1, 4000, (4, height, width), dtype=np.uint16)
+    data[:, :, :border] = 0
+    with rasterio.open(
+        path, "w", driver="GTiff", height=height, width=width, count=4, dtype="uint16",
+        crs="EPSG:32633", transform=TRANSFORM, nodata=0, tiled=True, blockxsize=64,
+        blockysize=64,
+    ) as dataset:  # fmt: skip
+        dataset.write(data)
+
+
+def test_nodata_gets_the_label_files_nodata_and_stays_out_of_the_statistics(
+    tool, config, weights, tmp_path
+):
+    _write_scene_with_border(tmp_path / "scene.tif", 150, 260, border=100)
+    out = tmp_path / "out"
+    argv = [*_argv(config, weights, [tmp_path / "scene.tif"], out), "--scores", "--bands", "3,2,1"]
+    assert tool.main(argv) == 0
+    with rasterio.open(out / "scene_labels.tif") as dataset:
+        assert dataset.nodata == 255
+        labels = dataset.read(1)
+    assert (labels[:, :100] == 255).all() and (labels[:, 100:] < 4).all()
+    with rasterio.open(out / "scene_scores.tif") as dataset:
+        assert dataset.count == 4 and dataset.descriptions == tuple(CLASSES.split(","))
+        scores = dataset.read()
+    assert np.isnan(scores[:, :, :100]).all() and (scores[:, :, 100:] >= 0).all()
+    stats = json.loads((out / "scene_stats.json").read_text())
+    assert stats["nodata_pixels"] == 150 * 100 and stats["valid_pixels"] == 150 * 160
+    assert sum(c["pixels"] for c in stats["classes"]) == 150 * 160
+    assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100)
+
+
+def test_cloud_optimized_output(tool, config, weights, tmp_path):
+    _write_geotiff(tmp_path / "scene.tif", 40, 50)
+    out = tmp_path / "out"
+    assert tool.main([*_argv(config, weights, [tmp_path / "scene.tif"], out), "--cog"]) == 0
+    with rasterio.open(out / "scene_labels.tif") as dataset:
+        assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert dataset.crs.to_epsg() == 32633 and dataset.nodata == 255
+
+
+def test_rerun_keeps_complete_images_and_redoes_interrupted_ones(tool, config, weights, tmp_path):
+    _write_png(tmp_path / "done.png", 20, 30)
+    _write_png(tmp_path / "killed.png", 20, 30)
+    out = tmp_path / "out"
+    assert tool.main(_argv(config, weights, [tmp_path / "done.png"], out)) == 0
+    done_stats = (out / "done_stats.json").stat().st_mtime_ns
+    # What a run killed while writing killed.png leaves: temporary files only.
+    (out / ".killed_labels.png.partial").write_bytes(b"half")
+    assert tool.main(_argv(config, weights, [tmp_path / "*.png"], out)) == 0
+    assert (out / "done_stats.json").stat().st_mtime_ns == done_stats  # kept
+    assert (out / "killed_stats.json").is_file() and not list(out.glob(".*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["images"]) == 2
+    assert tool.main([*_argv(config, weights, [tmp_path / "*.png"], out), "--overwrite"]) == 0
+    assert (out / "done_stats.json").stat().st_mtime_ns != done_stats
+
+
+def test_complete_outputs_of_other_class_names_are_refused(tool, config, weights, tmp_path, capsys):
+    _write_png(tmp_path / "photo.png", 10, 10)
+    out = tmp_path / "out"
+    assert tool.main(_argv(config, weights, [tmp_path / "photo.png"], out)) == 0
+    err = _fails(capsys, tool, _argv(config, weights, [tmp_path / "photo.png"], out, "a,b"))
+    assert "other class names" in err and "--overwrite" in err
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--tile-size", "0"], "--tile-size must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--bands", "4,x,2"], "three 1-based band numbers"),
+        (["--num-gpus", "0"], "--num-gpus must be at least 1"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors(
+    tool, config, weights, tmp_path, capsys, option, message
+):
+    _write_png(tmp_path / "photo.png", 10, 10)
+    argv = [*_argv(config, weights, [tmp_path / "photo.png"], tmp_path / "out"), *option]
+    assert message in _fails(capsys, tool, argv)
+
+
+def test_class_name_too_long_for_the_text_encoder_is_one_line(
+    tool, config, weights, tmp_path, capsys
+):
+    _write_png(tmp_path / "photo.png", 10, 10)
+    classes = "road," + "very " * 80 + "long"
+    err = _fails(
+        capsys, tool, _argv(config, weights, [tmp_path / "photo.png"], tmp_path / "o", classes)
+    )
+    assert "is too long for the text encoder" in err and "77-token" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_two_processes_write_what_one_process_writes(config, weights, tmp_path, repo_root):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write_scene_with_border(inputs / "scene.tif", 230, 150, border=30)  # 4 tile rows
+    _write_png(inputs / "a.png", 30, 40)
+    _write_png(inputs / "b.png", 50, 20)
+    # One thread per process in both runs: a thread count can change a float's last bit.
+    env = {**os.environ, "PYTHONPATH": repo_root, "OMP_NUM_THREADS": "1"}
+    outputs = []
+    for processes in (1, 2):
+        out = tmp_path / f"out{processes}"
+        command = [
+            sys.executable, os.path.join(repo_root, "tools", "predict.py"),
+            *_argv(config, weights, [inputs], out), "--scores", "--num-gpus", str(processes),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        outputs.append(out)
+    names = sorted(p.name for p in outputs[0].iterdir())
+    assert names == sorted(p.name for p in outputs[1].iterdir()) and len(names) == 17
+    for name in names:
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
