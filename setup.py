@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "einops",
     "opencv-python-headless",
     "pycocotools",
+    "PyYAML",
     "Pillow>=10.1,<13",
     "tqdm",
 ]

@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from tqdm import tqdm
 
 from .checkpoint import GSNetCheckpointer
-from .config import add_gsnet_config
+from .config import load_config
 from .data.class_names import load_class_names
+from .errors import ConfigError, InputFileError, MissingFileError
 
 # Image reading and the output writers live in raster_io; these names are kept here for the
 # Python API of earlier versions.
@@ -98,7 +99,7 @@ def parse_class_names(class_names):
     Returns:
         list[str]: the T names, in order (the channel order of the scores).
     Raises:
-        ValueError: no names, an empty name, or a name given twice (CLIP lower-cases names, so
+        ConfigError: no names, an empty name, or a name given twice (CLIP lower-cases names, so
             names differing only in case are the same query).
     """
     if isinstance(class_names, (str, Path)) and str(class_names).lower().endswith(".json"):
@@ -106,28 +107,28 @@ def parse_class_names(class_names):
     if isinstance(class_names, str):
         names = [name.strip() for name in class_names.split(",")]
         if not any(names):
-            raise ValueError(
+            raise ConfigError(
                 f"No class names in {class_names!r}: give a comma-separated list such as "
                 "'building,road,tree,water', or a JSON file."
             )
     elif isinstance(class_names, (list, tuple)):
         names = list(class_names)
         if not names:
-            raise ValueError("No class names: give at least one, e.g. ['building', 'road'].")
+            raise ConfigError("No class names: give at least one, e.g. ['building', 'road'].")
     else:
-        raise ValueError(
+        raise ConfigError(
             "Class names must be a list of strings, a comma-separated string or a .json path, "
             f"got {type(class_names).__name__}."
         )
     first_index = {}
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(
+            raise ConfigError(
                 f"Class name {index + 1} of {class_names!r} is empty: every class needs a name."
             )
         key = name.strip().lower()
         if key in first_index:
-            raise ValueError(
+            raise ConfigError(
                 f"Class name {name!r} is given twice (positions {first_index[key] + 1} and "
                 f"{index + 1}; names are case-insensitive): remove one."
             )
@@ -143,14 +144,14 @@ def _as_raster_image(image):
         return read_image(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
+            raise InputFileError(
                 f"Expected an (H, W, 3) uint8 RGB array, got shape {image.shape} and dtype "
                 f"{image.dtype}: convert it first (e.g. with stretch_to_uint8 per band)."
             )
         if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"The image has no pixels (shape {image.shape}).")
+            raise InputFileError(f"The image has no pixels (shape {image.shape}).")
         return RasterImage(pixels=image)
-    raise ValueError(
+    raise InputFileError(
         f"Expected an image path, an (H, W, 3) uint8 array or a RasterImage, got "
         f"{type(image).__name__}."
     )
@@ -206,7 +207,7 @@ def label_dtype(num_classes):
         return np.dtype(np.uint8)
     if num_classes <= 65535:
         return np.dtype(np.uint16)
-    raise ValueError(f"{num_classes} classes: at most 65535 are supported.")
+    raise ConfigError(f"{num_classes} classes: at most 65535 are supported.")
 
 
 def nodata_label(dtype):
@@ -313,26 +314,18 @@ def build_predictor_config(config, *, opts=(), device=None, precision=None):
     """
     if isinstance(config, CfgNode):
         cfg = config.clone()
-    else:
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file not found: {path}")
-        cfg = get_cfg()
-        add_gsnet_config(cfg)
         try:
-            cfg.merge_from_file(str(path))
-        except (AssertionError, KeyError, ValueError) as error:  # yacs' ways of saying no
-            raise ValueError(f"Config file {path} does not load: {error}") from None
-    try:
-        cfg.merge_from_list([str(item) for item in opts])
-    except (AssertionError, KeyError, ValueError) as error:
-        raise ValueError(f"Config overrides {list(opts)} do not apply: {error}") from None
+            cfg.merge_from_list([str(item) for item in opts])
+        except (AssertionError, KeyError, ValueError) as error:
+            raise ConfigError(f"Config overrides {list(opts)} do not apply: {error}") from None
+    else:
+        cfg = load_config(str(config), opts)
     if device is not None:
         cfg.MODEL.DEVICE = device
     if precision is not None:
         cfg.TEST.PRECISION = precision
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Device {cfg.MODEL.DEVICE!r} asked for, but CUDA is not available.")
+        raise ConfigError(f"Device {cfg.MODEL.DEVICE!r} asked for, but CUDA is not available.")
     cfg.freeze()
     return cfg
 
@@ -374,15 +367,15 @@ class Predictor:
             batch_size: tiles per forward pass (tiles of one tile row are batched together).
             progress: show a progress bar over the tiles of a multi-tile image.
         Raises:
-            FileNotFoundError: config or weights file missing. ValueError: no weights given, a
+            MissingFileError: config or weights file missing. ConfigError: no weights given, a
             checkpoint that is not readable or does not fit the config, bad tiling arguments.
         """
         cfg = build_predictor_config(config, opts=opts, device=device, precision=precision)
         weights = weights or cfg.MODEL.WEIGHTS
         if not weights:
-            raise ValueError("No weights: give a checkpoint file (or set MODEL.WEIGHTS).")
+            raise ConfigError("No weights: give a checkpoint file (or set MODEL.WEIGHTS).")
         if not Path(weights).is_file():
-            raise FileNotFoundError(f"Weights file not found: {weights}")
+            raise MissingFileError(f"Weights file not found: {weights}")
         model = build_model(cfg)
         load_weights(model, weights, allow_unsafe_unpickling=cfg.MODEL.ALLOW_UNSAFE_UNPICKLING)
         self._setup(
@@ -417,12 +410,12 @@ class Predictor:
     def _setup(self, model, *, tile_size, tile_overlap, batch_size, progress):
         tile_overlap = tile_size // 4 if tile_overlap is None else tile_overlap
         if tile_size < 1 or not 0 <= tile_overlap < tile_size:
-            raise ValueError(
+            raise ConfigError(
                 f"Tiles of {tile_size} px overlapping by {tile_overlap} px: need tile_size >= 1 "
                 "and 0 <= tile_overlap < tile_size."
             )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
         self.model = model.eval()
         self.tile_size = int(tile_size)
         self.tile_overlap = int(tile_overlap)
@@ -462,7 +455,7 @@ class Predictor:
 
     def prepare_class_names(self, class_names):
         """The vocabulary as ``parse_class_names`` reads it, checked against the model's text
-        encoder (a name too long for its context is a ValueError naming it and the limit)."""
+        encoder (a name too long for its context is a ConfigError naming it and the limit)."""
         class_names = parse_class_names(class_names)
         label_dtype(len(class_names))
         text_queries = getattr(self.model, "text_queries", None)
@@ -586,13 +579,13 @@ def _shift_band(arrays, shift):
 
 
 def load_weights(model, weights, *, allow_unsafe_unpickling=False):
-    """Load a checkpoint with ``GSNetCheckpointer``; any failure is a ValueError naming the
+    """Load a checkpoint with ``GSNetCheckpointer``; any failure is an InputFileError naming the
     file (GSNetCheckpointer's explanation of an incompatible checkpoint included)."""
     try:
         GSNetCheckpointer(model, allow_unsafe_unpickling=allow_unsafe_unpickling).load(str(weights))
     except ValueError as error:
-        raise ValueError(f"Cannot load weights {weights}: {error}") from None
+        raise InputFileError(f"Cannot load weights {weights}: {error}") from None
     except Exception as error:  # torch/pickle raise many types on a corrupt file
-        raise ValueError(
+        raise InputFileError(
             f"Cannot load weights {weights}: not a readable checkpoint ({error})."
         ) from None

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .checkpoint import PARTIAL_SUFFIX, write_file_atomically
-from .errors import InputFileError
+from .errors import ConfigError, InputFileError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -117,7 +117,7 @@ def parse_bands(text):
     except ValueError:
         bands = ()
     if len(bands) not in (1, 3) or min(bands) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"--bands {text!r}: give three 1-based band numbers for R, G, B (e.g. 4,3,2) or one "
             "band for grey (e.g. 1)."
         )

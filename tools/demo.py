@@ -32,7 +32,7 @@ from gsnet.demo import (
     quickstart_examples,
     segment_upload,
 )
-from gsnet.errors import ConfigError
+from gsnet.errors import MissingFileError, add_debug_flag, reporting_user_errors
 from gsnet.predictor import Predictor
 
 # The page must not reach the internet by itself: no usage statistics, no update check.
@@ -50,8 +50,6 @@ except ImportError as error:
 
 logger = logging.getLogger("demo")
 
-# Exit status of a command stopped by an error in its input (as argparse's usage errors).
-USER_ERROR_STATUS = 2
 # System fonts only: Gradio's default theme loads its fonts from Google's servers.
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -112,7 +110,7 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="also make a public gradio.live link")
-    return parser.parse_args(argv)
+    return add_debug_flag(parser).parse_args(argv)
 
 
 class DemoPage:
@@ -258,16 +256,11 @@ def build_app(page, *, note="", classes="", examples=()):
     return app
 
 
-def fail(message):
-    print(f"demo.py: error: {message}", file=sys.stderr)
-    raise SystemExit(USER_ERROR_STATUS)
-
-
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with reporting_user_errors("demo.py", debug=args.debug):
         model = choose_model(args.config, args.weights, quickstart_output=args.quickstart_output)
         predictor = Predictor(
             model.config,
@@ -277,11 +270,9 @@ def main(argv=None):
             tile_size=args.tile_size,
             batch_size=args.batch_size,
         )
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        fail(error)
-    missing = [path for path in args.example if not Path(path).is_file()]
-    if missing:
-        fail(f"--example {missing[0]}: no such file.")
+        missing = [path for path in args.example if not Path(path).is_file()]
+        if missing:
+            raise MissingFileError(f"--example {missing[0]}: no such file.")
     examples = [(Path(path), args.classes) for path in args.example]
     if not examples and model.note:
         examples = quickstart_examples(args.quickstart_output)

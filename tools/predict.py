@@ -30,15 +30,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from detectron2.engine import launch
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 from tqdm import tqdm
 
 from gsnet.allocator import keep_freed_memory
 from gsnet.checkpoint import PARTIAL_SUFFIX, write_file_atomically
-from gsnet.errors import user_error_message
+from gsnet.errors import ConfigError, GSNetUserError, user_error_message
+from gsnet.launcher import launch
 from gsnet.predictor import (
     Predictor,
     class_statistics,
@@ -167,10 +166,6 @@ def split_overrides(inputs):
     return inputs, []
 
 
-class UsageError(Exception):
-    """A problem with the command's arguments or files: reported in one line."""
-
-
 def find_inputs(patterns):
     """Files named by --input values: a file as is, a folder's image files, a glob's image
     files; in order, without repeats. Every value must contribute at least one file."""
@@ -188,7 +183,7 @@ def find_inputs(patterns):
                 if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
             )
         if not matches:
-            raise UsageError(f"--input {pattern!r} matched no image file.")
+            raise ConfigError(f"--input {pattern!r} matched no image file.")
         found.extend(matches)
     return list(dict.fromkeys(p.resolve() for p in found))
 
@@ -216,7 +211,7 @@ def output_names(image_path, scores=False):
 
 def completed_entry(image, output, class_names):
     """The statistics entry of an image whose outputs are all complete, else None. Raises a
-    UsageError for complete outputs of another vocabulary (they are not overwritten silently)."""
+    ConfigError for complete outputs of another vocabulary (they are not overwritten silently)."""
     stats = output / output_names(image)["stats_json"]
     try:
         entry = json.loads(stats.read_text(encoding="utf-8"))
@@ -225,7 +220,7 @@ def completed_entry(image, output, class_names):
     if not all((output / name).is_file() for name in entry.get("outputs", {}).values()):
         return None
     if [row["class"] for row in entry.get("classes", [])] != class_names:
-        raise UsageError(
+        raise ConfigError(
             f"{stats} holds results for other class names: use --overwrite to replace them, or "
             "another --output folder."
         )
@@ -240,7 +235,7 @@ def plan_images(images, output, class_names, overwrite):
     by_stem = {}
     for image in images:
         if image.stem in by_stem:
-            raise UsageError(
+            raise ConfigError(
                 f"{by_stem[image.stem]} and {image} would write the same outputs "
                 f"({image.stem}_*): process them into separate --output folders."
             )
@@ -259,7 +254,7 @@ def plan_images(images, output, class_names, overwrite):
             todo.append(image)
     if clashes:
         shown = ", ".join(clashes[:10]) + (f" and {len(clashes) - 10} more" if clashes[10:] else "")
-        raise UsageError(
+        raise ConfigError(
             f"{len(clashes)} output file(s) of unfinished images already exist in {output}: "
             f"{shown}. Use --overwrite to replace them, or another --output folder."
         )
@@ -288,7 +283,7 @@ def prepare_output(output):
         with tempfile.TemporaryFile(dir=output):
             pass
     except OSError as error:
-        raise UsageError(f"Output folder {output} is not writable: {error}") from None
+        raise ConfigError(f"Output folder {output} is not writable: {error}") from None
 
 
 def share(count, rank, world):
@@ -550,7 +545,7 @@ def run(args):
         write_summary(everything, failed, class_names, output)
         if failed:
             shown = ", ".join(Path(f["image"]).name for f in failed)
-            raise UsageError(
+            raise ConfigError(
                 f"{len(failed)} of {len(everything)} image(s) could not be read: {shown} "
                 "(see above)."
             )
@@ -563,7 +558,9 @@ def run_reporting_errors(args):
     try:
         run(args)
     except Exception as error:
-        message = str(error) if isinstance(error, UsageError) else user_error_message(error)
+        message = user_error_message(error)
+        if message is None and isinstance(error, OSError):
+            message = f"{error.filename or 'an output file'}: {error.strerror or error}"
         if message is None:
             raise
         if comm.get_rank() > 0:
@@ -584,20 +581,16 @@ def main(argv=None):
         class_names = parse_class_names(args.classes)
         images = find_inputs(args.input)
         if not Path(args.weights).is_file():
-            raise UsageError(f"Weights file not found: {args.weights}")
+            raise ConfigError(f"Weights file not found: {args.weights}")
         if not Path(args.config).is_file():
-            raise UsageError(f"Config file not found: {args.config}")
+            raise ConfigError(f"Config file not found: {args.config}")
         prepare_output(output)
         args.todo = [str(p) for p in plan_images(images, output, class_names, args.overwrite)]
         args.images = [str(p) for p in images]
-    except (UsageError, ValueError, OSError) as error:
+    except (GSNetUserError, OSError) as error:
         fail(error)
-    world = args.num_gpus * args.num_machines
-    if world > 1 and not torch.cuda.is_available():
-        # Detectron2's launcher uses gloo without GPUs; share the cores among the processes.
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
     try:
-        launch(
+        launch(  # Detectron2's launcher, or the processes of torchrun / srun (gsnet.launcher)
             run_reporting_errors,
             args.num_gpus,
             num_machines=args.num_machines,
@@ -605,6 +598,8 @@ def main(argv=None):
             dist_url=args.dist_url,
             args=(args,),
         )
+    except GSNetUserError as error:  # the launcher's: --num-gpus against torchrun / srun
+        fail(error)
     except ProcessExitedException as error:
         if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
             sys.exit(USER_ERROR_STATUS)
