@@ -85,13 +85,6 @@ STRETCH_SAMPLE_GRID = 8
 STRETCH_SAMPLE_WINDOW = 256
 # Block side of the GeoTIFFs written (GDAL's tiled layout; a multiple of 16).
 GEOTIFF_BLOCK = 256
-# Follows Sasha Trubetskoy's "List of 20 simple, distinct colors"; more are generated.
-DISTINCT_COLOURS = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
-]  # fmt: skip
 
 
 class ImageReadError(InputFileError):
@@ -399,10 +392,13 @@ def replace_partial(path, tag=""):
 
 
 def label_palette(num_classes):
-    """(num_classes, 3) uint8 colours, the same for every call: the 20 colours of
-    ``DISTINCT_COLOURS``, then hues stepped by the golden ratio with cycling saturation and
-    brightness (pairwise different for any practical number of classes)."""
-    colours = list(DISTINCT_COLOURS[:num_classes])
+    """(num_classes, 3) uint8 colours, the same for every call: the distinct colours of
+    Detectron2's colormap but black (the nodata colour), then hues stepped by the golden ratio with cycling saturation
+    and brightness (pairwise different for any practical number of classes)."""
+    from detectron2.utils.colormap import colormap
+
+    rows = (tuple(int(c) for c in row) for row in colormap(rgb=True, maximum=255))
+    colours = [c for c in dict.fromkeys(rows) if c != (0, 0, 0)][:num_classes]
     index = 0
     while len(colours) < num_classes:
         hue = (index * 0.618033988749895) % 1.0

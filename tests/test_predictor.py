@@ -279,6 +279,8 @@ def test_palette_is_fixed_and_distinct_for_many_classes():
     assert palette.shape == (300, 3) and palette.dtype == np.uint8
     assert len({tuple(colour) for colour in palette}) == 300
     np.testing.assert_array_equal(label_palette(5), palette[:5])
+    assert tuple(palette[0]) == (0, 113, 188)  # Detectron2's colormap comes first
+    assert (0, 0, 0) not in {tuple(colour) for colour in palette}  # black marks nodata
 
 
 # ---------------------------------------------------------------------- streaming, nodata, bands
