@@ -393,8 +393,9 @@ def replace_partial(path, tag=""):
 
 def label_palette(num_classes):
     """(num_classes, 3) uint8 colours, the same for every call: the distinct colours of
-    Detectron2's colormap but black (the nodata colour), then hues stepped by the golden ratio with cycling saturation
-    and brightness (pairwise different for any practical number of classes)."""
+    Detectron2's colormap but black (the nodata colour), then hues stepped by the golden ratio
+    with cycling saturation and brightness (pairwise different for any practical number of
+    classes)."""
     from detectron2.utils.colormap import colormap
 
     rows = (tuple(int(c) for c in row) for row in colormap(rgb=True, maximum=255))
