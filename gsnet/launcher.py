@@ -228,12 +228,12 @@ def launch(
             threads = max(1, (os.cpu_count() or 1) // num_gpus_per_machine)
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         detectron2_launch(
-            main_func,
+            _run_and_leave_together,
             num_gpus_per_machine,
             num_machines=num_machines,
             machine_rank=machine_rank,
             dist_url=dist_url,
-            args=args,
+            args=(main_func, *args),
             timeout=timeout,
         )
         return
@@ -258,8 +258,17 @@ def launch(
     # Detectron2's comm.get_local_rank() and get_local_size() read this group.
     comm.create_local_process_group(found.local_world_size)
     comm.synchronize()
+    _run_and_leave_together(main_func, *args)
+
+
+def _run_and_leave_together(main_func, *args):
+    """``main_func(*args)``; then, in a run of several processes, wait for every process to be
+    done and close the process group, so that no process exits while another still talks to
+    it (a process whose peer has gone can abort at exit in gloo's threads)."""
     main_func(*args)
-    dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
 
 
 def _use_local_gpu(found):
