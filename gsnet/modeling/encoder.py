@@ -32,9 +32,10 @@ GUIDANCE_SCALES = (2, 4)
 class Encoder(nn.Module):
     """Base class of the generalist and specialist encoders (the registries' contract).
 
-    Subclasses set ``input_size`` ((h, w) pixels the image is resized to) and
-    ``_output_shapes`` (name -> ShapeSpec), and implement ``forward(images) -> {name: tensor}``
-    with exactly the names of ``output_shape()``. ``pretrained_module`` is the module whose
+    Subclasses set ``input_size`` ((h, w) pixels the image is resized to), declare their
+    features by setting ``_output_shapes`` (name -> ShapeSpec) or by overriding
+    ``output_shape()``, and implement ``forward(images) -> {name: tensor}`` with exactly the
+    names of ``output_shape()``. ``pretrained_module`` is the module whose
     parameters come from pretraining (the optimizer's LR multiplier applies to them); the
     encoder sets ``requires_grad`` of its parameters itself (its fine-tuning mode).
     """
