@@ -406,6 +406,12 @@ _FP16_ROUNDED = re.compile(
 )
 
 
+def _names_a_file(source: str) -> bool:
+    """Whether a CLIP_WEIGHTS value is meant as a file (a path or a weight-file suffix) rather
+    than an open_clip pretrained tag."""
+    return os.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def clip_state_dict_from_source(
     source: str, open_clip_name: str | None, *, allow_unsafe_unpickling=False
 ):
@@ -423,7 +429,7 @@ def clip_state_dict_from_source(
             if not isinstance(state, dict):
                 raise InputFileError(f"CLIP weight file {source} holds no state dict") from None
             return {k.removeprefix("module."): v for k, v in state.items()}
-    if os.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if _names_a_file(source):
         raise InputFileError(
             f"CLIP weight file not found: {source} (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS). Give an "
             "existing file, an open_clip pretrained tag such as 'openai', or 'random'."
@@ -583,7 +589,7 @@ def pretrained_weight_sources(cfg) -> list[str]:
     sources = []
     clip = head.CLIP_WEIGHTS
     if clip != RANDOM_WEIGHTS:
-        if os.path.isfile(clip) or os.sep in clip or clip.endswith((".pt", ".pth", ".bin")):
+        if os.path.isfile(clip) or _names_a_file(clip):
             sources.append(f"CLIP file `{clip}` (CLIP_WEIGHTS)")
         else:
             name = open_clip_model_name(head.CLIP_PRETRAINED)

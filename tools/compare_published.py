@@ -516,21 +516,17 @@ def run_published(checkout, workdir, inputs, *, seed, device, threads):
 def run_project(checkpoint, inputs, *, device):
     """Build this project's paper model, load the published-layout checkpoint with
     GSNetCheckpointer and run every phase."""
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from gsnet import GSNetCheckpointer, add_gsnet_config
+    from gsnet import GSNetCheckpointer
     from gsnet.allocator import keep_freed_memory
+    from gsnet.config import load_config
 
     keep_freed_memory()
 
     def build(sliding_window):
-        cfg = get_cfg()
-        add_gsnet_config(cfg)
-        cfg.merge_from_file(str(PROJECT_CONFIG))
-        cfg.MODEL.DEVICE = device
-        if sliding_window:
-            cfg.merge_from_list(list(SLIDING_WINDOW_OVERRIDES))
+        opts = SLIDING_WINDOW_OVERRIDES if sliding_window else ()
+        cfg = load_config(str(PROJECT_CONFIG), opts, device=device)
         model = build_model(cfg)
         GSNetCheckpointer(model).load(str(checkpoint))
         return model
