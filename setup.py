@@ -33,6 +33,8 @@ EXTRAS_REQUIRE = {
     "cluster": ["submitit==1.5.4"],
     # The web demo (tools/demo.py).
     "demo": ["gradio==6.31.0"],
+    # tools/prepare_ld50k.py: reads LandDiscover50K's split zip archive.
+    "data": ["stream-unzip==0.0.101"],
 }
 
 setup(

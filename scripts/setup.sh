@@ -60,9 +60,9 @@ echo "[setup] installing requirements.txt"
 $pip install --quiet -r "$repo/requirements.txt"
 echo "[setup] installing Detectron2"
 "$venv/bin/python" "$repo/scripts/install_detectron2.py"
-echo "[setup] installing gsnet (editable) with its cluster and demo extras"
+echo "[setup] installing gsnet (editable) with its cluster, demo and data extras"
 # requirements.txt has installed gsnet's own dependencies: this adds only the extras'.
-$pip install --quiet --no-build-isolation -e "$repo[cluster,demo]"
+$pip install --quiet --no-build-isolation -e "$repo[cluster,demo,data]"
 
 "$venv/bin/python" -c "import gsnet, detectron2, torch, gradio; print('[setup] ready: torch', torch.__version__, '| detectron2', detectron2.__version__, '| gsnet', gsnet.__version__)"
 echo "$fingerprint" > "$stamp"

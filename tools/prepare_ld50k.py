@@ -2,20 +2,21 @@
 """Unpack LandDiscover50K's split zip archive into <root>/LandDiscover50K/{TR_Image,GT_ID}.
 
 The GSNet authors release LandDiscover50K as a split zip archive: LD50KSplit.z01 ..
-LD50KSplit.z13 and LD50KSplit.zip (the last part, which holds the central directory).
-Concatenating the parts with ``cat`` does NOT give a valid zip: the first part starts with a
-split signature, and every entry's offset is relative to the part (the "disk") that holds it.
-This tool needs no zip/7z program: it reads the central directory from the .zip (ZIP64
-aware), maps each entry's (disk number, offset) to its part, and extracts stored and deflated
-entries, checking every CRC-32.
-
-Layout: the archive's folder that holds TR_Image/ and GT_ID/ (whatever its name, e.g.
-LD50KSplit/) becomes <root>/LandDiscover50K/; entries outside it keep their path under
-LandDiscover50K/ and __MACOSX/ entries are skipped. Existing files are never overwritten unless
---overwrite: a file of the entry's size is taken as already extracted (so an interrupted run can
-be resumed), a file of another size is reported. Files are written under a temporary name and
-renamed once their CRC is verified. At the end the image/label pairs are counted (51,846 for
-the full set).
+LD50KSplit.z13 and LD50KSplit.zip, the last part. Read in order, after the split marker that
+starts the first part, the parts hold every entry's local header and data one after the other.
+stream-unzip (the ``data`` extra) reads that stream: it decompresses every entry (stored,
+deflate, deflate64, ZIP64) and checks its CRC-32. This tool adds what it does not do:
+- it finds the parts, and names the missing ones (from the count in the last part's end
+  record) before anything is written;
+- it lays the entries out as the dataset registration expects: everything under a folder
+  TR_Image/ or GT_ID/ of the archive (wherever that folder is, e.g. LD50KSplit/TR_Image/) goes
+  to <root>/LandDiscover50K/TR_Image/ or GT_ID/; other entries (__MACOSX/ resource forks,
+  read-me files) are skipped and counted;
+- it keeps what is already there: an existing file of the entry's size is taken as already
+  extracted, so an interrupted run can be resumed (its data are still read through, to reach
+  the next entry); a file of another size is reported and kept, unless --overwrite;
+- it writes each file under a temporary name, renamed once its CRC-32 is verified;
+- at the end it counts the image/label pairs (51,846 for the full set).
 
     python tools/prepare_ld50k.py /downloads/LD50KSplit.zip --root datasets
 """
@@ -25,8 +26,6 @@ import os
 import re
 import struct
 import sys
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,43 +37,18 @@ EXPECTED_PAIRS = 51_846
 SPEC = get_dataset_spec("LandDiscover_50K")
 DATASET_DIR = SPEC.image_dir.split("/")[0]  # "LandDiscover50K"
 ARCHIVE_FOLDERS = tuple(d.split("/")[-1] for d in (SPEC.image_dir, SPEC.label_dir))
-SKIPPED_TOP_FOLDERS = ("__MACOSX",)  # resource forks added by macOS' archiver
 
-# PKWARE APPNOTE signatures and record layouts (little-endian).
-SPLIT_SIGNATURE = b"PK\x07\x08"  # at the start of the first part of a split archive
-EOCD = (b"PK\x05\x06", struct.Struct("<4s4H2LH"))  # end of central directory
-ZIP64_LOCATOR = (b"PK\x06\x07", struct.Struct("<4sLQL"))
-ZIP64_EOCD = (b"PK\x06\x06", struct.Struct("<4sQ2H2L4Q"))
-CENTRAL_HEADER = (b"PK\x01\x02", struct.Struct("<4s6H3L5H2L"))
-LOCAL_HEADER = (b"PK\x03\x04", struct.Struct("<4s5H3L2H"))
-ZIP64_EXTRA_ID = 0x0001
-MAX_COMMENT = 0xFFFF
-FLAG_ENCRYPTED = 0x1
-FLAG_UTF8 = 0x800
-STORED, DEFLATED = 0, 8
+# PKWARE APPNOTE: the first part of a split archive starts with a split marker ("PK00" when
+# the archive turned out to need one part only); the last part ends with the end record,
+# preceded by the ZIP64 locator (which then holds the number of parts) in a ZIP64 archive.
+SPLIT_MARKERS = (b"PK\x07\x08", b"PK00")
+END_RECORD, END_RECORD_SIZE, MAX_COMMENT = b"PK\x05\x06", 22, 0xFFFF
+ZIP64_LOCATOR, ZIP64_LOCATOR_SIZE = b"PK\x06\x07", 20
 CHUNK = 1 << 20
 
 
 class ArchiveError(InputFileError):
     """The archive cannot be read; the message says what and how to fix it."""
-
-
-@dataclass
-class Entry:
-    """One central-directory record (sizes and offsets after ZIP64 extension)."""
-
-    name: str
-    flags: int
-    method: int
-    crc: int
-    compressed_size: int
-    size: int
-    disk: int
-    offset: int
-
-    @property
-    def is_dir(self):
-        return self.name.endswith("/")
 
 
 def _part_path(zip_path, disk, upper=False):
@@ -104,59 +78,28 @@ def find_last_part(archive):
     return archive
 
 
-def read_end_record(zip_path):
-    """Read the end-of-central-directory record (and the ZIP64 locator) of the last part.
-
-    Returns:
-        dict: cd_disk, num_entries, cd_size, cd_offset (the central directory's first disk,
-        entry count, size and offset in that disk), zip64_locator ((disk, offset) of the ZIP64
-        end record, which then supersedes those values, or None) and num_disks.
-    """
-    signature, layout = EOCD
+def count_parts(zip_path):
+    """The number of parts, as the end record of the last part (or its ZIP64 locator) says."""
     size = zip_path.stat().st_size
     with open(zip_path, "rb") as f:
-        tail_start = max(0, size - layout.size - MAX_COMMENT)
-        f.seek(tail_start)
+        f.seek(max(0, size - END_RECORD_SIZE - MAX_COMMENT))
         tail = f.read()
-    position = tail.rfind(signature)
-    while position >= 0:
-        fits = position + layout.size <= len(tail)
-        fields = layout.unpack_from(tail, position) if fits else None
-        if fields and position + layout.size + fields[7] == len(tail):
-            break
-        position = tail.rfind(signature, 0, position)
-    else:
+    position = tail.rfind(END_RECORD)
+    if position < 0 or position + END_RECORD_SIZE > len(tail):
         raise ArchiveError(
             f"{zip_path} has no end-of-central-directory record: it is not the last part of a "
             "zip archive, or it is truncated (download it again)."
         )
-    _, this_disk, cd_disk, _, num_entries, cd_size, cd_offset, _ = fields
-    end = {
-        "cd_disk": cd_disk,
-        "num_entries": num_entries,
-        "cd_size": cd_size,
-        "cd_offset": cd_offset,
-        "zip64_locator": None,
-        "num_disks": this_disk + 1,
-    }
-    locator_signature, locator_layout = ZIP64_LOCATOR
-    locator_position = position - locator_layout.size
-    if locator_position >= 0 and tail[locator_position : locator_position + 4] == locator_signature:
-        _, disk, offset, num_disks = locator_layout.unpack_from(tail, locator_position)
-        end["zip64_locator"] = (disk, offset)
-        end["num_disks"] = num_disks
-    elif 0xFFFF in (this_disk, cd_disk, num_entries) or 0xFFFFFFFF in (cd_size, cd_offset):
-        raise ArchiveError(
-            f"{zip_path} needs a ZIP64 end record, which is missing: the part is damaged or "
-            "truncated (download it again)."
-        )
-    return end
+    locator = position - ZIP64_LOCATOR_SIZE
+    if locator >= 0 and tail.startswith(ZIP64_LOCATOR, locator):
+        return struct.unpack_from("<L", tail, locator + 16)[0]
+    return struct.unpack_from("<H", tail, position + 4)[0] + 1
 
 
-def find_parts(zip_path, num_disks):
-    """The parts in disk order; ArchiveError listing the missing ones."""
+def find_parts(zip_path, num_parts):
+    """The parts in order; ArchiveError listing the missing ones."""
     parts, missing = [], []
-    for disk in range(num_disks - 1):
+    for disk in range(num_parts - 1):
         candidates = [_part_path(zip_path, disk), _part_path(zip_path, disk, upper=True)]
         part = next((c for c in candidates if c.is_file()), None)
         if part is None:
@@ -164,145 +107,26 @@ def find_parts(zip_path, num_disks):
         parts.append(part)
     if missing:
         expected = zip_path.name
-        if num_disks > 1:
-            first, last = _part_path(zip_path, 0).name, _part_path(zip_path, num_disks - 2).name
+        if num_parts > 1:
+            first, last = _part_path(zip_path, 0).name, _part_path(zip_path, num_parts - 2).name
             expected = f"{first} .. {last} and {zip_path.name}"
         raise ArchiveError(
-            f"Missing {len(missing)} of the {num_disks} parts in {zip_path.parent}: "
+            f"Missing {len(missing)} of the {num_parts} parts in {zip_path.parent}: "
             f"{', '.join(missing)}. The archive consists of {expected}; download the missing "
             "parts into the same folder."
         )
     return parts + [zip_path]
 
 
-class SplitArchive:
-    """The parts of a split archive, read as one byte stream addressed by (disk, offset)."""
-
-    def __init__(self, parts):
-        self.parts = list(parts)
-        sizes = [p.stat().st_size for p in self.parts]
-        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        self.total = sum(sizes)
-        self._files = [open(p, "rb") for p in self.parts]  # closed by close()
-
-    def close(self):
-        for f in self._files:
-            f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def position(self, disk, offset):
-        """The stream position of (disk, offset), checked to lie inside the archive."""
-        if not 0 <= disk < len(self.parts) or self.starts[disk] + offset > self.total:
-            raise ArchiveError(
-                f"The central directory points at disk {disk}, offset {offset}, outside the "
-                f"{len(self.parts)} parts: a part is truncated or from another archive."
-            )
-        return self.starts[disk] + offset
-
-    def chunks(self, position, size):
-        """Yield ``size`` bytes from ``position`` on, across part boundaries."""
-        while size > 0:
-            disk = max(i for i, start in enumerate(self.starts) if start <= position)
-            f = self._files[disk]
-            f.seek(position - self.starts[disk])
-            data = f.read(min(size, CHUNK))
-            if not data:
-                raise ArchiveError(
-                    f"Unexpected end of data in {self.parts[disk].name}: a part is truncated "
-                    "(download it again)."
-                )
-            position += len(data)
-            size -= len(data)
-            yield data
-
-    def read(self, position, size):
-        return b"".join(self.chunks(position, size))
-
-
-def _zip64_values(extra, wanted):
-    """Values of the ZIP64 extra field, for the ``wanted`` (name, byte size) fields in order."""
-    position = 0
-    while position + 4 <= len(extra):
-        header_id, data_size = struct.unpack_from("<2H", extra, position)
-        if header_id == ZIP64_EXTRA_ID:
-            data, values, cursor = extra[position + 4 : position + 4 + data_size], {}, 0
-            for name, size in wanted:
-                values[name] = int.from_bytes(data[cursor : cursor + size], "little")
-                cursor += size
-            return values
-        position += 4 + data_size
-    raise ArchiveError("A ZIP64 entry lacks its ZIP64 extra field: the archive is damaged.")
-
-
-def read_central_directory(archive, end):
-    """All entries of the central directory (ZIP64 aware)."""
-    cd_disk, num_entries, cd_size, cd_offset = (
-        end["cd_disk"],
-        end["num_entries"],
-        end["cd_size"],
-        end["cd_offset"],
-    )
-    if end["zip64_locator"] is not None:
-        signature, layout = ZIP64_EOCD
-        record = archive.read(archive.position(*end["zip64_locator"]), layout.size)
-        if record[:4] != signature:
-            raise ArchiveError("The ZIP64 end record is not where its locator says: damaged.")
-        _, _, _, _, _, cd_disk, _, num_entries, cd_size, cd_offset = layout.unpack(record)
-    data = archive.read(archive.position(cd_disk, cd_offset), cd_size)
-    signature, layout = CENTRAL_HEADER
-    entries, position = [], 0
-    for _ in range(num_entries):
-        if data[position : position + 4] != signature:
-            raise ArchiveError(
-                f"Central directory record {len(entries)} is damaged (bad signature)."
-            )
-        fields = layout.unpack_from(data, position)
-        flags, method, crc, csize, size, name_len, extra_len, comment_len, disk = (
-            fields[3],
-            fields[4],
-            fields[7],
-            fields[8],
-            fields[9],
-            fields[10],
-            fields[11],
-            fields[12],
-            fields[13],
-        )
-        offset = fields[16]
-        start = position + layout.size
-        raw_name = data[start : start + name_len]
-        extra = data[start + name_len : start + name_len + extra_len]
-        wanted = [
-            (key, width)
-            for key, value, limit, width in (
-                ("size", size, 0xFFFFFFFF, 8),
-                ("compressed_size", csize, 0xFFFFFFFF, 8),
-                ("offset", offset, 0xFFFFFFFF, 8),
-                ("disk", disk, 0xFFFF, 4),
-            )
-            if value == limit
-        ]
-        values = _zip64_values(extra, wanted) if wanted else {}
-        name = raw_name.decode("utf-8" if flags & FLAG_UTF8 else "cp437").replace("\\", "/")
-        entries.append(
-            Entry(
-                name=name,
-                flags=flags,
-                method=method,
-                crc=crc,
-                compressed_size=values.get("compressed_size", csize),
-                size=values.get("size", size),
-                disk=values.get("disk", disk),
-                offset=values.get("offset", offset),
-            )
-        )
-        position = start + name_len + extra_len + comment_len
-    return entries
+def archive_stream(parts, progress):
+    """The parts' bytes in order, less the split marker: what stream-unzip reads."""
+    for index, part in enumerate(parts):
+        with open(part, "rb") as f:
+            if index > 0 or f.read(4) not in SPLIT_MARKERS:
+                f.seek(0)
+            while chunk := f.read(CHUNK):
+                progress.update(len(chunk))
+                yield chunk
 
 
 def _safe_parts(name):
@@ -316,119 +140,95 @@ def _safe_parts(name):
     return parts
 
 
-def plan_destinations(entries, output_root):
-    """Where each entry goes.
-
-    Returns:
-        (dict[str, Path], str): entry name -> destination, and a sentence describing the mapping.
-    """
-    prefixes, top_level = set(), set()
-    for entry in entries:
-        parts = _safe_parts(entry.name)
-        top_level.add(parts[0] + ("/" if len(parts) > 1 or entry.is_dir else ""))
-        folders = parts if entry.is_dir else parts[:-1]
-        for folder in ARCHIVE_FOLDERS:
-            if folder in folders:
-                prefixes.add(tuple(folders[: folders.index(folder)]))
-    if len(prefixes) != 1:
-        found = "no" if not prefixes else " and ".join("/".join(p) + "/" for p in sorted(prefixes))
-        raise ArchiveError(
-            f"Expected one folder holding {' and '.join(ARCHIVE_FOLDERS)} in the archive, found "
-            f"{found}. Top-level entries: {', '.join(sorted(top_level))}."
-        )
-    prefix = prefixes.pop()
-    dataset_dir = Path(output_root) / DATASET_DIR
-    destinations = {}
-    for entry in entries:
-        parts = _safe_parts(entry.name)
-        if parts[0] in SKIPPED_TOP_FOLDERS:
-            continue
-        if tuple(parts[: len(prefix)]) == prefix:
-            parts = parts[len(prefix) :]
-        destinations[entry.name] = dataset_dir.joinpath(*parts) if parts else dataset_dir
-    source = "/".join(prefix) + "/" if prefix else "the archive's top level"
-    mapping = (
-        f"The archive's top-level entries: {', '.join(sorted(top_level))}. "
-        f"{' and '.join(ARCHIVE_FOLDERS)} are in {source}, extracted into {dataset_dir}/."
-    )
-    return destinations, mapping
+def place(name, dataset_dir):
+    """(destination, the archive folder above TR_Image/ or GT_ID/) of an entry; (None, None)
+    for a directory or an entry outside those folders."""
+    parts = _safe_parts(name)
+    if not name.endswith("/"):
+        for depth, folder in enumerate(parts[:-1]):
+            if folder in ARCHIVE_FOLDERS:
+                return dataset_dir.joinpath(*parts[depth:]), "/".join(parts[:depth])
+    return None, None
 
 
-def _entry_problem(entry):
-    if entry.flags & FLAG_ENCRYPTED:
-        return f"{entry.name}: encrypted entries are not supported"
-    if entry.method not in (STORED, DEFLATED):
-        return (
-            f"{entry.name}: compression method {entry.method} is not supported (only stored "
-            "and deflate); extract this entry with 7-Zip"
-        )
-    return None
-
-
-def _extract_entry(archive, entry, destination, progress):
-    """Write one file entry to ``destination`` (via a temporary file); None or a problem."""
-    signature, layout = LOCAL_HEADER
-    position = archive.position(entry.disk, entry.offset)
-    header = archive.read(position, layout.size)
-    if header[:4] != signature:
-        return f"{entry.name}: no local header at disk {entry.disk}, offset {entry.offset}"
-    name_len, extra_len = layout.unpack(header)[-2:]
-    data_start = position + layout.size + name_len + extra_len
-    decompressor = zlib.decompressobj(-zlib.MAX_WBITS) if entry.method == DEFLATED else None
-    temporary = destination.with_name(destination.name + ".part")
+def _write(chunks, destination):
+    """Write an entry's data to ``destination``, through a temporary file that only a
+    complete, CRC-checked entry replaces it with."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    crc, written = 0, 0
-    with open(temporary, "wb") as out:
-        for chunk in archive.chunks(data_start, entry.compressed_size):
-            data = decompressor.decompress(chunk) if decompressor else chunk
-            out.write(data)
-            crc = zlib.crc32(data, crc)
-            written += len(data)
-            progress.update(len(data))
-        if decompressor:
-            data = decompressor.flush()
-            out.write(data)
-            crc = zlib.crc32(data, crc)
-            written += len(data)
-    if written != entry.size or crc != entry.crc:
-        temporary.unlink()
-        return (
-            f"{entry.name}: CRC/size check failed ({written} bytes, CRC {crc:08x}; expected "
-            f"{entry.size} bytes, CRC {entry.crc:08x}): a part is damaged, download it again"
-        )
+    temporary = destination.with_name(destination.name + ".part")
+    try:
+        with open(temporary, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, destination)
-    return None
 
 
-def extract(archive, entries, destinations, overwrite):
-    """Extract every planned entry.
+def _drain(chunks):
+    """Read an entry's data through (stream-unzip reads it before the next entry's header)."""
+    return sum(len(chunk) for chunk in chunks)
+
+
+def extract(stream, dataset_dir, overwrite):
+    """Extract the entries of the dataset folders from ``stream`` (the parts' bytes).
 
     Returns:
-        dict: counts "extracted", "skipped" and lists "conflicts", "errors".
+        dict: counts "extracted", "skipped" (already present); lists "conflicts", "errors",
+        "outside" (files not in the dataset folders), "top_level"; the set "folders" (the
+        archive folders above TR_Image/ and GT_ID/).
     """
-    result = {"extracted": 0, "skipped": 0, "conflicts": [], "errors": []}
-    files = [e for e in entries if e.name in destinations and not e.is_dir]
-    for entry in entries:
-        if entry.is_dir and entry.name in destinations:
-            destinations[entry.name].mkdir(parents=True, exist_ok=True)
-    with tqdm(total=sum(e.size for e in files), unit="B", unit_scale=True, desc="extract") as bar:
-        for entry in files:
-            destination = destinations[entry.name]
-            problem = _entry_problem(entry)
-            if problem is None and destination.exists() and not overwrite:
-                if destination.is_file() and destination.stat().st_size == entry.size:
-                    result["skipped"] += 1
-                    bar.update(entry.size)
-                    continue
-                problem = f"{destination} exists with different content (use --overwrite)"
-                result["conflicts"].append(problem)
+    import stream_unzip
+
+    result = {"extracted": 0, "skipped": 0, "conflicts": [], "errors": [], "outside": []}
+    top_level, folders, name = set(), set(), None
+    try:
+        for raw_name, _, chunks in stream_unzip.stream_unzip(stream):
+            name = raw_name.decode("utf-8", errors="surrogateescape").replace("\\", "/")
+            top_level.add(name.split("/")[0] + ("/" if "/" in name else ""))
+            destination, folder = place(name, dataset_dir)
+            if destination is None:
+                if not name.endswith("/"):
+                    result["outside"].append(name)
+                _drain(chunks)
                 continue
-            problem = problem or _extract_entry(archive, entry, destination, bar)
-            if problem:
-                result["errors"].append(problem)
+            folders.add(folder)
+            if destination.exists() and not overwrite:
+                size = _drain(chunks)
+                if destination.is_file() and destination.stat().st_size == size:
+                    result["skipped"] += 1
+                else:
+                    message = f"{destination} exists with different content (use --overwrite)"
+                    result["conflicts"].append(message)
             else:
+                _write(chunks, destination)
                 result["extracted"] += 1
+    except (stream_unzip.IntegrityError, stream_unzip.UncompressError) as error:
+        result["errors"].append(
+            f"{name}: CRC/size check failed ({type(error).__name__}): a part is damaged, "
+            "download it again; extraction stopped at this entry"
+        )
+    except stream_unzip.UnzipError as error:
+        raise ArchiveError(_stream_error_message(error, name)) from error
+    result["top_level"], result["folders"] = sorted(top_level), folders
     return result
+
+
+def _stream_error_message(error, name):
+    after = f"after entry {name!r}" if name else "at its first entry"
+    kind = type(error).__name__
+    if "Password" in kind:
+        return f"The archive is encrypted ({kind} {after}); decrypt it first (7-Zip)."
+    if kind == "NotStreamUnzippable":
+        return (
+            f"Entry {error.args[0]!r} is stored with its size after its data, which cannot be "
+            "read as a stream; extract the archive with 7-Zip (7z x LD50KSplit.zip)."
+        )
+    return (
+        f"The archive cannot be read {after} ({kind}): a part is truncated, damaged or from "
+        "another archive (compare the parts' sizes with the download page, download again)."
+    )
 
 
 def verify(output_root):
@@ -467,6 +267,24 @@ def verify(output_root):
     return lines, problems
 
 
+def describe(result, dataset_dir):
+    """What went where, in a sentence; ArchiveError when the dataset folders were not found."""
+    folders = sorted(result["folders"])
+    if not folders:
+        raise ArchiveError(
+            f"Expected {' and '.join(ARCHIVE_FOLDERS)} in the archive, found no such folder. "
+            f"Top-level entries: {', '.join(result['top_level'])}."
+        )
+    source = " and ".join(
+        f"{folder}/" if folder else "the archive's top level" for folder in folders
+    )
+    sentence = f"{' and '.join(ARCHIVE_FOLDERS)} of {source} extracted into {dataset_dir}/."
+    if result["outside"]:
+        shown = ", ".join(result["outside"][:3]) + (", ..." if len(result["outside"]) > 3 else "")
+        sentence += f" {len(result['outside'])} file(s) outside them skipped: {shown}."
+    return sentence
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -484,9 +302,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     with reporting_user_errors("prepare_ld50k.py", debug=args.debug):
+        try:
+            import stream_unzip  # noqa: F401
+        except ModuleNotFoundError as error:
+            raise InputFileError(
+                "prepare_ld50k.py reads the archive with stream-unzip, which is not installed: "
+                "pip install -e '.[data]' (scripts/setup.sh installs it)."
+            ) from error
         zip_path = find_last_part(args.archive)
-        end = read_end_record(zip_path)
-        parts = find_parts(zip_path, end["num_disks"])
+        parts = find_parts(zip_path, count_parts(zip_path))
         print(f"Archive: {len(parts)} part(s), last {zip_path}")
         sizes = {p.stat().st_size for p in parts[:-1]}
         if len(sizes) > 1:
@@ -495,11 +319,11 @@ def main(argv=None):
                 f"({', '.join(f'{p.name} {p.stat().st_size}' for p in parts[:-1])}); "
                 "a smaller one may be an incomplete download."
             )
-        with SplitArchive(parts) as archive:
-            entries = read_central_directory(archive, end)
-            destinations, mapping = plan_destinations(entries, args.root)
-            print(f"{len(entries)} entries. {mapping}")
-            result = extract(archive, entries, destinations, args.overwrite)
+        dataset_dir = Path(args.root) / DATASET_DIR
+        total = sum(p.stat().st_size for p in parts)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="extract") as progress:
+            result = extract(archive_stream(parts, progress), dataset_dir, args.overwrite)
+        print(describe(result, dataset_dir))
     print(
         f"Extracted {result['extracted']} file(s); {result['skipped']} already present "
         "(same size, kept)."

@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -246,3 +247,82 @@ def test_reads_an_info_zip_split_archive(tool, tmp_path):
     assert tool.main([str(tmp_path / "LD50KSplit.zip"), "--root", str(tmp_path / "out")]) == 0
     expected = {name.removeprefix("LD50KSplit/"): data for name, data in files.items()}
     assert extracted(tmp_path / "out") == expected
+
+
+def test_entries_outside_the_dataset_folders_are_skipped(tool, tmp_path, capsys):
+    files = {**dataset_files(), "__MACOSX/LD50KSplit/._img_0.png": b"fork", "README.txt": b"hi"}
+    parts = write_split_zip(tmp_path, files)
+    assert tool.main([str(parts[-1]), "--root", str(tmp_path / "out")]) == 0
+    assert sorted(extracted(tmp_path / "out")) == sorted(
+        name.removeprefix("LD50KSplit/") for name in dataset_files()
+    )
+    assert "2 file(s) outside them skipped: __MACOSX/LD50KSplit/._img_0.png, README.txt" in (
+        capsys.readouterr().out
+    )
+
+
+def _write_unseekable_zip(path, files, method):
+    """A zip written to a pipe-like stream: sizes and CRCs follow the data (data descriptors)."""
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self, out):
+            self.out = out
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            return self.out.write(data)
+
+    with open(path, "wb") as out, zipfile.ZipFile(Unseekable(out), "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data, compress_type=method)
+
+
+def test_a_plain_zip_with_data_descriptors_is_extracted(tool, tmp_path):
+    files = dataset_files()
+    _write_unseekable_zip(tmp_path / "LD50K.zip", files, zipfile.ZIP_DEFLATED)
+    assert tool.main([str(tmp_path / "LD50K.zip"), "--root", str(tmp_path / "out")]) == 0
+    expected = {name.removeprefix("LD50KSplit/"): data for name, data in files.items()}
+    assert extracted(tmp_path / "out") == expected
+
+
+def test_stored_entries_with_data_descriptors_name_7zip(tool, tmp_path, capsys):
+    _write_unseekable_zip(tmp_path / "LD50K.zip", dataset_files(), zipfile.ZIP_STORED)
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(tmp_path / "LD50K.zip"), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
+    assert "cannot be read as a stream; extract the archive with 7-Zip" in capsys.readouterr().err
+
+
+def test_a_truncated_part_is_reported(tool, tmp_path, capsys):
+    parts = write_split_zip(tmp_path, dataset_files())
+    parts[2].write_bytes(parts[2].read_bytes()[:300])
+    assert tool.main([str(parts[-1]), "--root", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "differ in size (LD50KSplit.z01 700, LD50KSplit.z02 700, LD50KSplit.z03 300" in (
+        captured.out
+    )
+    assert "TR_Image/img_2.png: CRC/size check failed" in captured.err
+    assert "extraction stopped at this entry" in captured.err
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_without_stream_unzip_the_fix_is_named(tool, tmp_path, capsys, monkeypatch):
+    parts = write_split_zip(tmp_path, dataset_files())
+    monkeypatch.setitem(sys.modules, "stream_unzip", None)
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
+    assert "pip install -e '.[data]'" in capsys.readouterr().err
+
+
+def test_a_part_from_another_archive_is_reported(tool, tmp_path, capsys):
+    parts = write_split_zip(tmp_path, dataset_files())
+    parts[0].write_bytes(SPLIT_SIGNATURE + bytes(len(parts[0].read_bytes()) - 4))
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "out")])
+    assert raised.value.code == 2
+    assert "cannot be read at its first entry (UnexpectedSignatureError)" in (
+        capsys.readouterr().err
+    )
