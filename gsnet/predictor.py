@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .checkpoint import GSNetCheckpointer
 from .config import load_config
-from .data.class_names import load_class_names
+from .data.class_names import check_class_names, load_class_names
 from .errors import ConfigError, InputFileError, MissingFileError
 
 # Image reading and the output writers live in raster_io; these names are kept here for the
@@ -99,41 +99,23 @@ def parse_class_names(class_names):
     Returns:
         list[str]: the T names, in order (the channel order of the scores).
     Raises:
-        ConfigError: no names, an empty name, or a name given twice (CLIP lower-cases names, so
-            names differing only in case are the same query).
+        ConfigError: what :func:`~gsnet.data.class_names.check_class_names` refuses.
     """
     if isinstance(class_names, (str, Path)) and str(class_names).lower().endswith(".json"):
         return load_class_names(class_names)
     if isinstance(class_names, str):
         names = [name.strip() for name in class_names.split(",")]
-        if not any(names):
-            raise ConfigError(
-                f"No class names in {class_names!r}: give a comma-separated list such as "
-                "'building,road,tree,water', or a JSON file."
-            )
+        names = names if any(names) else []
+        source = f"The comma-separated list {class_names!r}"
     elif isinstance(class_names, (list, tuple)):
-        names = list(class_names)
-        if not names:
-            raise ConfigError("No class names: give at least one, e.g. ['building', 'road'].")
+        names = [name.strip() if isinstance(name, str) else name for name in class_names]
+        source = "The class list"
     else:
         raise ConfigError(
             "Class names must be a list of strings, a comma-separated string or a .json path, "
             f"got {type(class_names).__name__}."
         )
-    first_index = {}
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(
-                f"Class name {index + 1} of {class_names!r} is empty: every class needs a name."
-            )
-        key = name.strip().lower()
-        if key in first_index:
-            raise ConfigError(
-                f"Class name {name!r} is given twice (positions {first_index[key] + 1} and "
-                f"{index + 1}; names are case-insensitive): remove one."
-            )
-        first_index[key] = index
-    return [name.strip() for name in names]
+    return check_class_names(names, source)
 
 
 # ---------------------------------------------------------------------- images

@@ -170,24 +170,24 @@ def check_class_names(names, source, *, error_type=ConfigError):
             list").
         error_type (type): the GSNetUserError raised.
     """
-    how_to_fix = 'Write a JSON list of class names, e.g. ["building", "road", "tree"].'
+    example = 'e.g. ["building", "road", "tree"]'
     if not isinstance(names, list):
-        raise error_type(f"{source} holds a JSON {type(names).__name__}, not a list. {how_to_fix}")
+        raise error_type(f"{source} holds a JSON {type(names).__name__}, not a list: {example}.")
     if not names:
-        raise error_type(f"{source} holds an empty list: give at least one non-empty name.")
+        raise error_type(f"No class names: {source} holds an empty list; give at least one.")
     first_index = {}
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
+            what = "is empty" if isinstance(name, str) else f"is {name!r}, not a string"
             raise error_type(
-                f"{source}: entry {index} is {name!r}; every entry must be a non-empty string. "
-                f"{how_to_fix}"
+                f"{source}: entry {index} {what}; every class needs a non-empty name, {example}."
             )
         key = name.lower()
         if key in first_index:
             raise error_type(
-                f"{source}: entry {index} ({name!r}) repeats entry {first_index[key]} "
-                f"({names[first_index[key]]!r}); CLIP lower-cases names, so they would be the "
-                "same query. Remove or rename one of them."
+                f"{source}: {name!r} is given twice, entry {index} ({name!r}) repeats entry "
+                f"{first_index[key]} ({names[first_index[key]]!r}); CLIP lower-cases names, so "
+                "they would be the same query. Remove or rename one of them."
             )
         first_index[key] = index
     return names
