@@ -58,7 +58,6 @@ from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOL = Path(__file__).name
-USER_ERROR_STATUS = 2
 CHECK_FAILED_STATUS = 1
 
 # This project's paper configuration.
@@ -132,10 +131,9 @@ PUBLISHED_CLIP_PREFIX = "sem_seg_head.predictor.clip_model."
 PUBLISHED_DINO_PREFIX = "dino_model."
 
 logger = logging.getLogger("compare_published")
-
-
-class UsageError(Exception):
-    """An unusable --published checkout or a missing package: one line, exit status 2."""
+# gsnet is imported inside the functions of this process only: the published model's process
+# imports this module too, and gsnet's GSNet and GSNetHead would take the Detectron2 registry
+# names that the published code registers.
 
 
 # ---------------------------------------------------------------------------- random weights
@@ -384,9 +382,10 @@ def _import_published(checkout):
             import gs_net
             from gs_net.third_party import clip
     except ModuleNotFoundError as error:
-        raise UsageError(
+        raise ModuleNotFoundError(
             f"the published code ({checkout}/gs_net) imports {error.name!r}, which is not "
-            f"installed: pip install it (see {checkout}/requirements.txt)."
+            f"installed: pip install it (see {checkout}/requirements.txt).",
+            name=error.name,
         ) from None
     return gs_net, clip
 
@@ -457,17 +456,14 @@ def _reset_published_text_cache(model):
 
 def run_published(checkout, workdir, inputs, *, seed, device, threads):
     """In its own process: build the published model on the random weights, save it as
-    ``workdir/published_gsnet.pth`` (published layout) and run every phase. Returns the path
-    of the saved outputs, or {"error": message} for a problem the user can fix. Runs under
+    ``workdir/published_gsnet.pth`` (published layout) and run every phase. Returns the paths
+    of the checkpoint and of the saved outputs. Runs under
     glibc's default allocator: under the tools' policy (gsnet.allocator), which keeps freed
     memory, the published training step and sliding-window inference took 20 GB together."""
     configure_process(threads)
     if device == "cpu":
         _run_on_cpu_without_cuda_calls()
-    try:
-        gs_net, clip = _import_published(checkout)
-    except UsageError as error:
-        return {"error": str(error)}
+    gs_net, clip = _import_published(checkout)
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
@@ -692,15 +688,17 @@ def format_summary(report):
 
 # ---------------------------------------------------------------------------- driver
 def check_checkout(path):
-    """Raise UsageError unless ``path`` is a checkout of the published code."""
+    """Raise ConfigError unless ``path`` is a checkout of the published code."""
+    from gsnet.errors import ConfigError
+
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise UsageError(
+        raise ConfigError(
             f"--published {path}: no such folder. Give a checkout of github.com/yecy749/GSNet."
         )
     missing = [name for name in PUBLISHED_FILES if not (path / name).is_file()]
     if missing:
-        raise UsageError(
+        raise ConfigError(
             f"--published {path} is not a checkout of the published GSNet code: "
             f"{', '.join(missing)} missing."
         )
@@ -718,7 +716,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
-    args = parser.parse_args(argv)
+    from gsnet.errors import add_debug_flag
+
+    args = add_debug_flag(parser).parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}.")
     if args.output and not Path(args.output).resolve().parent.is_dir():
@@ -728,17 +728,18 @@ def parse_args(argv=None):
     return args
 
 
-def fail(message):
-    print(f"{TOOL}: error: {message}", file=sys.stderr)
-    raise SystemExit(USER_ERROR_STATUS)
-
-
 def main(argv=None):
+    from gsnet.errors import reporting_user_errors
+
     args = parse_args(argv)
-    try:
-        checkout = check_checkout(args.published)
-    except UsageError as error:
-        fail(error)
+    with reporting_user_errors(TOOL, debug=args.debug):
+        return compare_with(check_checkout(args.published), args)
+
+
+def compare_with(checkout, args):
+    """Run both models on the same weights and inputs; print and return the exit status."""
+    from gsnet.errors import ConfigError, GSNetUserError
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configure_process(args.threads)
     start = time.perf_counter()
@@ -747,23 +748,19 @@ def main(argv=None):
         workdir = Path(workdir)
         spawn = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            result = pool.submit(
-                run_published, checkout, workdir, inputs,
-                seed=args.seed, device=args.device, threads=args.threads,
-            ).result()  # fmt: skip
-        if "error" in result:
-            fail(result["error"])
+            try:
+                result = pool.submit(
+                    run_published, checkout, workdir, inputs,
+                    seed=args.seed, device=args.device, threads=args.threads,
+                ).result()  # fmt: skip
+            except ModuleNotFoundError as error:  # a package the published code imports
+                raise ConfigError(str(error)) from None
         published = torch.load(result["outputs"], map_location="cpu", weights_only=True)
         try:
             project = run_project(result["checkpoint"], inputs, device=args.device)
-        except Exception as error:
-            from gsnet.errors import user_error_message
-
-            message = user_error_message(error)
-            if message is None:
-                raise
+        except GSNetUserError as error:
             # e.g. the checkpoint does not fit the model: the released file would not load.
-            print(f"{TOOL}: check failed: {message}", file=sys.stderr)
+            print(f"{TOOL}: check failed: {error}", file=sys.stderr)
             return CHECK_FAILED_STATUS
         checkpoint_keys = published["checkpoint_keys"]
     pairs, unmatched_published, unmatched_project = match_parameters(
