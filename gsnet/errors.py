@@ -24,6 +24,7 @@ __all__ = [
     "InputFileError",
     "MissingFileError",
     "NonFiniteLossError",
+    "OutputWriteError",
     "add_debug_flag",
     "reporting_user_errors",
     "user_error_message",
@@ -57,6 +58,11 @@ class MissingFileError(GSNetUserError, FileNotFoundError):
 class CheckpointWriteError(GSNetUserError, OSError):
     """A checkpoint could not be written (disk full, permissions); earlier checkpoints are
     intact."""
+
+
+class OutputWriteError(GSNetUserError, OSError):
+    """An output file could not be written (disk full, permissions); the outputs already
+    complete are kept."""
 
 
 class NonFiniteLossError(GSNetUserError, FloatingPointError):

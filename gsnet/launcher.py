@@ -21,6 +21,7 @@ importing it from here instead.
 
 import os
 import re
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -29,14 +30,16 @@ import torch.distributed as dist
 from detectron2.engine import launch as detectron2_launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
+from torch.multiprocessing import ProcessExitedException
 
-from .errors import ConfigError
+from .errors import USER_ERROR_STATUS, ConfigError, GSNetUserError, reporting_user_errors
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ProcessPlacement",
     "first_slurm_host",
     "launch",
+    "launch_tool",
     "master_port_for_job",
     "placement",
 ]
@@ -50,6 +53,10 @@ _LAUNCHER_FLAGS = {
     "torchrun": "torchrun's --nproc-per-node and --nnodes",
     "srun": "srun's --ntasks-per-node and --nodes",
 }
+# Seconds a process other than the main one waits before it reports an error of the input:
+# such an error usually strikes every process, and is then printed once, by the main process
+# (the launcher stops the others when it exits).
+SECONDARY_REPORT_DELAY_S = 5
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,43 @@ def launch(
     comm.create_local_process_group(found.local_world_size)
     comm.synchronize()
     _run_and_leave_together(main_func, *args)
+
+
+def launch_tool(tool, main_func, args):
+    """Run a tool's ``main_func(args)`` in every process of the run (:func:`launch` with the
+    command line's ``args.num_gpus``, ``num_machines``, ``machine_rank`` and ``dist_url``),
+    reporting errors of the input as every tool does (:func:`gsnet.errors.reporting_user_errors`
+    with ``args.debug``): one line, printed once, and exit status 2.
+
+    Args:
+        tool (str): the tool's file name, e.g. "train_net.py".
+        main_func (callable): the function each process runs; picklable.
+        args (argparse.Namespace): the parsed command line.
+    """
+    with reporting_user_errors(tool, debug=args.debug):
+        try:
+            launch(
+                _reporting_user_errors_in_process,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(tool, main_func, args),
+            )
+        except ProcessExitedException as error:
+            if error.exit_code == USER_ERROR_STATUS:  # the process has printed its error
+                raise SystemExit(USER_ERROR_STATUS) from None
+            raise
+
+
+def _reporting_user_errors_in_process(tool, main_func, args):
+    with reporting_user_errors(tool, debug=args.debug):
+        try:
+            main_func(args)
+        except GSNetUserError:
+            if comm.get_rank() > 0:
+                time.sleep(SECONDARY_REPORT_DELAY_S)
+            raise
 
 
 def _run_and_leave_together(main_func, *args):

@@ -19,6 +19,7 @@ Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -26,18 +27,22 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from detectron2.utils import comm
-from torch.multiprocessing import ProcessExitedException
 from tqdm import tqdm
 
 from gsnet.allocator import keep_freed_memory
 from gsnet.checkpoint import PARTIAL_SUFFIX, write_file_atomically
-from gsnet.errors import ConfigError, GSNetUserError, user_error_message
-from gsnet.launcher import launch
+from gsnet.errors import (
+    ConfigError,
+    GSNetUserError,
+    OutputWriteError,
+    add_debug_flag,
+    reporting_user_errors,
+)
+from gsnet.launcher import launch_tool
 from gsnet.predictor import (
     Predictor,
     class_statistics,
@@ -71,9 +76,6 @@ logger = logging.getLogger("predict")
 SUMMARY_FILES = ("summary.csv", "summary.json")
 # A Detectron2 config key (MODEL.DEVICE): where the overrides start (see split_overrides).
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-USER_ERROR_STATUS = 2
-# Seconds a secondary process waits before printing an error that usually strikes every process.
-SECONDARY_REPORT_DELAY_S = 5
 OVERLAY_MAX_SIDE = 2048
 
 
@@ -134,7 +136,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... at the end"
     )
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
     args.input, overrides = split_overrides(args.input)
     args.opts = overrides + args.opts
     if len(args.opts) % 2:
@@ -552,32 +554,30 @@ def run(args):
         print(f"Wrote the results of {len(everything)} image(s) to {output}.")
 
 
-def run_reporting_errors(args):
-    """``run`` in one process: an error the user can fix is printed as one line and ends the
-    process with status 2; anything else keeps its traceback."""
+@contextlib.contextmanager
+def reporting_output_errors():
+    """An OSError of the outputs (a full disk, permissions) as an OutputWriteError."""
     try:
+        yield
+    except GSNetUserError:
+        raise
+    except OSError as error:
+        raise OutputWriteError(
+            f"{error.filename or 'an output file'}: {error.strerror or error}. Free space or "
+            "choose another --output; the images already complete are kept."
+        ) from error
+
+
+def run_writing_outputs(args):
+    """``run`` in one process (started by ``launch_tool``)."""
+    with reporting_output_errors():
         run(args)
-    except Exception as error:
-        message = user_error_message(error)
-        if message is None and isinstance(error, OSError):
-            message = f"{error.filename or 'an output file'}: {error.strerror or error}"
-        if message is None:
-            raise
-        if comm.get_rank() > 0:
-            time.sleep(SECONDARY_REPORT_DELAY_S)  # let the main process report it first
-        print(f"predict.py: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR_STATUS)
-
-
-def fail(message):
-    print(f"predict.py: error: {message}", file=sys.stderr)
-    raise SystemExit(USER_ERROR_STATUS)
 
 
 def main(argv=None):
     args = parse_args(argv)
     output = Path(args.output)
-    try:
+    with reporting_user_errors("predict.py", debug=args.debug), reporting_output_errors():
         class_names = parse_class_names(args.classes)
         images = find_inputs(args.input)
         if not Path(args.weights).is_file():
@@ -587,23 +587,8 @@ def main(argv=None):
         prepare_output(output)
         args.todo = [str(p) for p in plan_images(images, output, class_names, args.overwrite)]
         args.images = [str(p) for p in images]
-    except (GSNetUserError, OSError) as error:
-        fail(error)
-    try:
-        launch(  # Detectron2's launcher, or the processes of torchrun / srun (gsnet.launcher)
-            run_reporting_errors,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except GSNetUserError as error:  # the launcher's: --num-gpus against torchrun / srun
-        fail(error)
-    except ProcessExitedException as error:
-        if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
-            sys.exit(USER_ERROR_STATUS)
-        raise
+    # Detectron2's launcher, or the processes of torchrun / srun (gsnet.launcher).
+    launch_tool("predict.py", run_writing_outputs, args)
     return 0
 
 

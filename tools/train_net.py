@@ -35,13 +35,10 @@ disk) are reported as one line, ``train_net.py: error: <message>``, with exit st
 """
 
 import os
-import sys
-import time
 
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.multiprocessing import ProcessExitedException
 
 import gsnet
 from gsnet.allocator import keep_freed_memory
@@ -52,19 +49,10 @@ from gsnet.config import (
     load_config,
 )
 from gsnet.data.descriptors import register_descriptors
-from gsnet.errors import (
-    USER_ERROR_STATUS,
-    ConfigError,
-    GSNetUserError,
-    add_debug_flag,
-    reporting_user_errors,
-)
+from gsnet.errors import ConfigError, add_debug_flag
 from gsnet.evaluation import write_results_table
-from gsnet.launcher import launch
+from gsnet.launcher import launch_tool
 from gsnet.training import GSNetTrainer, check_output_dir
-
-# Seconds a secondary process waits before reporting an error of the input.
-SECONDARY_REPORT_DELAY_S = 3
 
 
 def setup(args):
@@ -115,20 +103,6 @@ def main(args):
     return trainer.train()
 
 
-def main_reporting_errors(args):
-    """``main`` in one process (launched by ``launch``): an error in the input is printed as one
-    line and ends the process with status 2; anything else keeps its traceback."""
-    with reporting_user_errors("train_net.py", debug=args.debug):
-        try:
-            return main(args)
-        except GSNetUserError:
-            if comm.get_rank() > 0:
-                # Errors of the input usually strike every process: give the main process time
-                # to report it (the launcher then stops this one) so that it is printed once.
-                time.sleep(SECONDARY_REPORT_DELAY_S)
-            raise
-
-
 def argument_parser():
     """Detectron2's argument parser with GSNet's flags."""
     parser = add_debug_flag(default_argument_parser())
@@ -149,23 +123,7 @@ def argument_parser():
 
 
 def cli(argv=None):
-    parser = argument_parser()
-    args = parser.parse_args(argv)
-    # The launcher's own errors (its environment, the command line) are reported here.
-    with reporting_user_errors("train_net.py", debug=args.debug):
-        try:
-            launch(
-                main_reporting_errors,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-            )
-        except ProcessExitedException as error:
-            if error.exit_code == USER_ERROR_STATUS:  # the process printed its error
-                sys.exit(USER_ERROR_STATUS)
-            raise
+    launch_tool("train_net.py", main, argument_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

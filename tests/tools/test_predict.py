@@ -2,6 +2,7 @@
 --overwrite, and one clear message with a non-zero exit status for each user error."""
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from gsnet.checkpoint import GSNetCheckpointer
+from gsnet.errors import ConfigError
 
 CLASSES = "building,road,tree,water"
 TRANSFORM = from_origin(500000, 5000000, 0.5, 0.5)  # 0.25 m^2 pixels
@@ -179,6 +181,29 @@ def test_unwritable_output_folder_is_reported(tool, config, weights, tmp_path, c
     out = tmp_path / "a_file" / "out"
     err = _fails(capsys, tool, _argv(config, weights, [tmp_path / "photo.png"], out))
     assert "is not writable" in err and str(out) in err
+
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_file(
+    tool, config, weights, tmp_path, capsys, monkeypatch
+):
+    _write_png(tmp_path / "photo.png", 10, 10)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "photo_overlay.png")
+
+    monkeypatch.setattr(tool, "write_overlay", disk_full)
+    err = _fails(capsys, tool, _argv(config, weights, [tmp_path / "photo.png"], tmp_path / "out"))
+    assert err.strip().splitlines()[-1] == (
+        "predict.py: error: photo_overlay.png: No space left on device. Free space or choose "
+        "another --output; the images already complete are kept."
+    )
+
+
+def test_debug_shows_the_traceback_of_an_input_error(tool, config, tmp_path):
+    _write_png(tmp_path / "photo.png", 10, 10)
+    argv = _argv(config, tmp_path / "missing.pth", [tmp_path / "photo.png"], tmp_path / "out")
+    with pytest.raises(ConfigError, match="Weights file not found"):
+        tool.main(["--debug", *argv])
 
 
 def test_inputs_with_the_same_stem_are_refused(tool, config, weights, tmp_path, capsys):
