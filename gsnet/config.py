@@ -7,6 +7,7 @@ the code they map to role names ("dino" = the remote-sensing specialist encoder)
 """
 
 import os
+import re
 
 import torch
 import yaml
@@ -17,6 +18,8 @@ from .errors import ConfigError
 # The paper's evaluation protocol: the four test sets (each with its own vocabulary), sliding
 # windows and 1 x 1 class pooling. ``tools/train_net.py --paper-evaluation`` (scripts/eval.sh),
 # tools/compare_precision.py and the benchmark's sliding phase apply it.
+# A key of the config (MODEL.DEVICE), as command lines write the KEY VALUE overrides.
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 PAPER_TEST_SETS = ("FloodNet", "FLAIR_test", "FAST_val", "potsdam_all")
 PAPER_EVALUATION_OVERRIDES = (
     "DATASETS.TEST", str(PAPER_TEST_SETS),

@@ -46,13 +46,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from gsnet.config import CONFIG_KEY
 from gsnet.errors import add_debug_flag, reporting_user_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("plain", "sliding", "train")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TEST_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 # ---------------------------------------------------------------------------- measuring helpers

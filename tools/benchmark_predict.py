@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gsnet.errors import ConfigError, add_debug_flag, reporting_user_errors
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "building,road,tree,water"
 # Rows of the generated scene written at a time.
@@ -53,7 +55,19 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
+    if min(args.sizes) < 64:
+        parser.error(f"--sizes must be at least 64 pixels, got {min(args.sizes)}")
+    if args.batch_size < 1 or (args.tile_size is not None and args.tile_size < 1):
+        parser.error("--batch-size and --tile-size must be at least 1")
+    for name in ("config", "predict_script"):
+        if not Path(getattr(args, name)).is_file():
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such file")
+    if args.workdir and not Path(args.workdir).is_dir():
+        parser.error(f"--workdir {args.workdir}: no such folder")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json {args.json}: its folder does not exist")
+    return args
 
 
 def write_scene(path, side):
@@ -111,12 +125,22 @@ def run_predict(args, weights, scene, output):
     wall = time.perf_counter() - start
     stderr = process.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark_predict.py: error: predict.py failed:\n{stderr}")
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        raise ConfigError(f"predict.py failed on {scene.name}: {last}")
     return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
 def main(argv=None):
     args = parse_args(argv)
+    with reporting_user_errors("benchmark_predict.py", debug=args.debug):
+        report = measure(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def measure(args):
+    """Predict a scene of each size; print and return the report."""
     import torch
     from detectron2.modeling import build_model
 
@@ -164,9 +188,7 @@ def main(argv=None):
             f"| {r['side']} x {r['side']} | {r['megapixels']:.1f} | {r['peak_rss_mib']} MiB "
             f"| {r['wall_s']} s | {r['megapixels_per_s']} |"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return report
 
 
 if __name__ == "__main__":

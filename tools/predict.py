@@ -24,7 +24,6 @@ import glob
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from gsnet.allocator import keep_freed_memory
 from gsnet.checkpoint import PARTIAL_SUFFIX, write_file_atomically
+from gsnet.config import CONFIG_KEY
 from gsnet.errors import (
     ConfigError,
     GSNetUserError,
@@ -73,9 +73,6 @@ from gsnet.raster_io import (
 
 logger = logging.getLogger("predict")
 
-SUMMARY_FILES = ("summary.csv", "summary.json")
-# A Detectron2 config key (MODEL.DEVICE): where the overrides start (see split_overrides).
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 OVERLAY_MAX_SIDE = 2048
 
 

@@ -174,7 +174,9 @@ def check_class_names(names, source, *, error_type=ConfigError):
     if not isinstance(names, list):
         raise error_type(f"{source} holds a JSON {type(names).__name__}, not a list: {example}.")
     if not names:
-        raise error_type(f"No class names: {source} holds an empty list; give at least one.")
+        raise error_type(
+            f"No class names: {source} holds an empty list; give at least one non-empty name."
+        )
     first_index = {}
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
