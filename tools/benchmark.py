@@ -19,7 +19,10 @@ torch.utils.flop_counter.FlopCounterMode: matrix products, convolutions and atte
 multiply-add counted as 2 FLOPs; inference FLOPs exclude the text encoder (embeddings are
 cached per vocabulary), training FLOPs are forward + backward. The floor of a phase is its
 FLOPs divided by the measured peak of one large square matrix product on the same device
-and dtype; "x floor" is the measured time over that floor.
+and dtype (timed by torch.utils.benchmark.Timer); "x floor" is the measured time over that
+floor. The phases keep their own timing loop: a phase runs for seconds, and Timer's calls add
+warm-up runs of their own (timeit) or choose the number of runs themselves (blocked_autorange),
+where --warmup and --repeats are to say both.
 Peak memory: the process's peak resident set on CPU (each phase runs in its own process
 unless --no-isolate), torch.cuda.max_memory_allocated on GPU. Every process runs under the
 allocator policy of GSNet's tools (gsnet.allocator.keep_freed_memory; "env" in the JSON says
@@ -29,7 +32,6 @@ Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import os
@@ -45,6 +47,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from torch.utils import benchmark as torch_benchmark
 
 from gsnet.config import CONFIG_KEY
 from gsnet.errors import add_debug_flag, reporting_user_errors
@@ -73,10 +76,12 @@ def time_runs(fn, *, device, repeats):
     return times
 
 
-def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
-    """Best FLOP/s (2 n^3 FLOPs, median of ``repeats``) of square matrix products; returns
-    (FLOP/s, n). Default sizes: 8192 on GPU; 2048 and 4096 on CPU (1024 for bf16 there, through
-    F.linear: oneDNN's path, the only fast one on CPUs without AVX512-BF16/AMX)."""
+def matmul_peak_flops(device, dtype, *, sizes=None, min_run_time=1.0):
+    """Best FLOP/s (2 n^3 FLOPs) of square matrix products, each timed by torch.utils.benchmark
+    (median over at least ``min_run_time`` seconds, after its warm-up, on this process's
+    threads); returns (FLOP/s, n). Default sizes: 8192 on GPU; 2048 and 4096 on CPU (1024 for
+    bf16 there, through F.linear: oneDNN's path, the only fast one on CPUs without
+    AVX512-BF16/AMX)."""
     device = torch.device(device)
     if sizes is None:
         if device.type == "cuda":
@@ -86,12 +91,16 @@ def matmul_peak_flops(device, dtype, *, sizes=None, repeats=5):
     product = F.linear if device.type == "cpu" and dtype != torch.float32 else torch.mm
     best = (0.0, None)
     for size in sizes:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        run = functools.partial(product, a, b)
-        for _ in range(2):
-            run()
-        seconds = statistics.median(time_runs(run, device=device, repeats=repeats))
+        timer = torch_benchmark.Timer(
+            "product(a, b)",
+            globals={
+                "product": product,
+                "a": torch.randn(size, size, device=device).to(dtype),
+                "b": torch.randn(size, size, device=device).to(dtype),
+            },
+            num_threads=torch.get_num_threads(),
+        )
+        seconds = timer.blocked_autorange(min_run_time=min_run_time).median
         best = max(best, (2 * size**3 / seconds, size), key=lambda r: r[0])
     return best
 
@@ -445,7 +454,7 @@ def measure(target, args):
         result["build_s"] = build_s
         result["peak_memory_gib"] = peak_memory_gib(device)
         # Matrix-product peak around the phase: a drop from the best value flags contention.
-        result["matmul_peak_flops_after"] = matmul_peak_flops(device, dtype, repeats=3)[0]
+        result["matmul_peak_flops_after"] = matmul_peak_flops(device, dtype, min_run_time=0.5)[0]
         result["load_average"] = load_average()
         if phase != "train":
             result["num_classes"] = target.num_classes(model)

@@ -552,7 +552,7 @@ def run(args):
 
 
 @contextlib.contextmanager
-def reporting_output_errors():
+def output_write_errors():
     """An OSError of the outputs (a full disk, permissions) as an OutputWriteError."""
     try:
         yield
@@ -567,14 +567,14 @@ def reporting_output_errors():
 
 def run_writing_outputs(args):
     """``run`` in one process (started by ``launch_tool``)."""
-    with reporting_output_errors():
+    with output_write_errors():
         run(args)
 
 
 def main(argv=None):
     args = parse_args(argv)
     output = Path(args.output)
-    with reporting_user_errors("predict.py", debug=args.debug), reporting_output_errors():
+    with reporting_user_errors("predict.py", debug=args.debug), output_write_errors():
         class_names = parse_class_names(args.classes)
         images = find_inputs(args.input)
         if not Path(args.weights).is_file():
