@@ -24,6 +24,7 @@ __all__ = [
     "InputFileError",
     "MissingFileError",
     "NonFiniteLossError",
+    "OutputExistsError",
     "OutputWriteError",
     "add_debug_flag",
     "reporting_user_errors",
@@ -58,6 +59,10 @@ class MissingFileError(GSNetUserError, FileNotFoundError):
 class CheckpointWriteError(GSNetUserError, OSError):
     """A checkpoint could not be written (disk full, permissions); earlier checkpoints are
     intact."""
+
+
+class OutputExistsError(GSNetUserError, FileExistsError):
+    """Writing would replace files that the tool did not write; nothing was changed."""
 
 
 class OutputWriteError(GSNetUserError, OSError):

@@ -228,6 +228,11 @@ def launch(
         ConfigError: the launcher's environment is inconsistent, contradicts the command
             line, or has more processes per machine than GPUs.
     """
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise ConfigError(
+            f"--num-gpus {num_gpus_per_machine} and --num-machines {num_machines}: both must be "
+            "at least 1 (on a machine without GPUs, --num-gpus N starts N CPU processes)."
+        )
     found = placement()
     if found is None or found.world_size == 1:
         if num_gpus_per_machine > 1 and not torch.cuda.is_available():

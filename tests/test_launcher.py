@@ -76,6 +76,14 @@ def test_inconsistent_environments(environ, message):
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize("num_gpus, num_machines", [(0, 1), (1, 0), (-2, 1)])
+def test_fewer_than_one_process_or_machine_is_refused(num_gpus, num_machines):
+    started = []
+    with pytest.raises(ConfigError, match="both must be at least 1"):
+        launch(started.append, num_gpus, num_machines=num_machines, args=("main",))
+    assert started == []
+
+
 def test_command_line_contradicting_the_launcher(monkeypatch):
     for name, value in TORCHRUN.items():
         monkeypatch.setenv(name, value)

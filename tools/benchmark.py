@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from torch.utils import benchmark as torch_benchmark
 
 from gsnet.config import CONFIG_KEY
-from gsnet.errors import add_debug_flag, reporting_user_errors
+from gsnet.errors import USER_ERROR_STATUS, add_debug_flag, reporting_user_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("plain", "sliding", "train")
@@ -472,7 +472,11 @@ def run_isolated(script, argv, opts, phases):
             out = os.path.join(tmp, "phase.json")
             command = [sys.executable, str(script), *flags, "--phases", phase]
             command += ["--no-isolate", "--skip-peak", "--json", out, *opts]
-            subprocess.run(command, check=True)
+            status = subprocess.run(command).returncode
+            if status == USER_ERROR_STATUS:  # the phase's process has printed the error
+                raise SystemExit(USER_ERROR_STATUS)
+            if status:
+                raise RuntimeError(f"the {phase} phase's process failed with status {status}")
             with open(out) as handle:
                 results.update(json.load(handle)["phases"])
     return results

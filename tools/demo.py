@@ -110,7 +110,14 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="also make a public gradio.live link")
-    return add_debug_flag(parser).parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be in 0..65535, got {args.port}")
+    for name in ("tile_size", "batch_size", "max_classes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    return args
 
 
 class DemoPage:

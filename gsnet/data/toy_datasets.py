@@ -36,7 +36,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputExistsError, OutputWriteError
 from .class_names import CLASS_JSON_DIR, load_class_names
 from .datasets import GSNET_DATASETS, class_lists, get_dataset_spec
 
@@ -201,13 +201,19 @@ def _prepare_root(root):
     present = [f for f in top_folders if os.path.exists(os.path.join(root, f))]
     marker = os.path.join(root, MARKER_FILE)
     if present and not os.path.isfile(marker):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{root} already holds {present}, not written by make_toy_datasets (no {MARKER_FILE}"
             "); refusing to overwrite what may be real data. Choose an empty or new root."
         )
     for folder in present:
         shutil.rmtree(os.path.join(root, folder))
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise OutputWriteError(
+            f"Cannot create the dataset root {root}: {error.strerror or error}. Choose a folder "
+            "you can write to."
+        ) from error
 
 
 def make_toy_datasets(root, *, num_train=64, num_test=8, image_size=128, seed=0):

@@ -45,3 +45,12 @@ def test_flop_count_of_a_convolution_does_not_depend_on_its_algorithm(load_tool)
     direct = benchmark.count_flops(lambda: step(conv))
     assert direct == 3 * 2 * 3 * 10 * 10 * 4 * 8 * 49  # forward, input and weight gradients
     assert benchmark.count_flops(lambda: step(lambda x: conv2d_fft(conv, x))) == direct
+
+
+def test_an_error_in_a_phase_process_is_one_line(load_tool, tmp_path, capfd):
+    benchmark = load_tool("benchmark")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--config", str(tmp_path / "missing.yaml"), "--quick"])
+    assert exit_info.value.code == 2
+    err = capfd.readouterr().err
+    assert "benchmark.py: error: Config file not found" in err and "Traceback" not in err

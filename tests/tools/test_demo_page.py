@@ -116,6 +116,21 @@ def test_command_line_errors_are_one_line(tool, tmp_path, capsys, argv, message)
     assert err.startswith("demo.py: error: " + message.format(**paths)) and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "-5"], "--port must be in 0..65535, got -5"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--max-classes", "0"], "--max-classes must be at least 1, got 0"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(tool, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: {message}")
+
+
 def test_without_gradio_the_tool_says_what_to_install(load_tool, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # what an import of a missing module does
     with pytest.raises(SystemExit) as exit_info:
