@@ -31,7 +31,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gsnet.data.datasets import dataset_root_from_env, get_dataset_spec, list_image_label_pairs
-from gsnet.errors import InputFileError, add_debug_flag, reporting_user_errors
+from gsnet.errors import (
+    InputFileError,
+    OutputWriteError,
+    add_debug_flag,
+    reporting_user_errors,
+)
 
 EXPECTED_PAIRS = 51_846
 SPEC = get_dataset_spec("LandDiscover_50K")
@@ -154,16 +159,21 @@ def place(name, dataset_dir):
 def _write(chunks, destination):
     """Write an entry's data to ``destination``, through a temporary file that only a
     complete, CRC-checked entry replaces it with."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(destination.name + ".part")
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
-    except BaseException:
+        os.replace(temporary, destination)
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputWriteError(
+                f"Cannot write {destination}: {error.strerror or error}. Free space or choose "
+                "another --root, then rerun: the files already extracted are kept."
+            ) from error
         raise
-    os.replace(temporary, destination)
 
 
 def _drain(chunks):

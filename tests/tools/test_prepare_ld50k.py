@@ -326,3 +326,13 @@ def test_a_part_from_another_archive_is_reported(tool, tmp_path, capsys):
     assert "cannot be read at its first entry (UnexpectedSignatureError)" in (
         capsys.readouterr().err
     )
+
+
+def test_an_unwritable_root_is_one_line(tool, tmp_path, capsys):
+    parts = write_split_zip(tmp_path, dataset_files())
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(parts[-1]), "--root", str(tmp_path / "a_file" / "root")])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "prepare_ld50k.py: error: Cannot write " in err and "Traceback" not in err
