@@ -167,7 +167,8 @@ def _write(chunks, destination):
                 out.write(chunk)
         os.replace(temporary, destination)
     except BaseException as error:
-        temporary.unlink(missing_ok=True)
+        if temporary.exists():
+            temporary.unlink()
         if isinstance(error, OSError):
             raise OutputWriteError(
                 f"Cannot write {destination}: {error.strerror or error}. Free space or choose "
