@@ -94,6 +94,11 @@ def test_conversion_tool_round_trip(tmp_path, make_toy_model, repo_root):
     assert again.returncode == 2
     expected = f"convert_checkpoint.py: error: {converted} exists; pass --overwrite to replace it."
     assert again.stderr.strip().endswith(expected)
+    (tmp_path / "a_file").write_text("")
+    unwritable = tmp_path / "a_file" / "converted.pth"
+    failed = subprocess.run([*tool, str(unwritable)], capture_output=True, text=True)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert f"convert_checkpoint.py: error: Cannot write {unwritable}: " in failed.stderr
 
 
 def test_unknown_published_keys_are_reported():

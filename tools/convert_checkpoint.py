@@ -19,11 +19,13 @@ from gsnet.checkpoint import (
     convert_released_state_dict,
     is_released_layout,
     load_weight_file,
+    write_file_atomically,
 )
 from gsnet.errors import (
     ConfigError,
     InputFileError,
     MissingFileError,
+    OutputWriteError,
     add_debug_flag,
     reporting_user_errors,
 )
@@ -65,9 +67,13 @@ def convert(source, target, *, overwrite=False, allow_unsafe_unpickling=False):
     if not is_released_layout(state):
         raise InputFileError(f"{source} is not in the published layout (already converted?).")
     converted = convert_released_state_dict(state)
-    temporary = target + ".tmp"
-    torch.save({**checkpoint, "model": converted}, temporary)
-    os.replace(temporary, target)
+    try:
+        write_file_atomically(target, lambda f: torch.save({**checkpoint, "model": converted}, f))
+    except OSError as error:
+        raise OutputWriteError(
+            f"Cannot write {target}: {error.strerror or error}. Free space or choose another "
+            "target; nothing was written."
+        ) from error
     print(
         f"wrote {target}: {len(converted)} tensors ({len(state) - len(converted)} derived "
         "entries dropped)"
