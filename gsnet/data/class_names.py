@@ -109,7 +109,8 @@ def read_structured_file(file):
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise DescriptorError(f"{file}: not valid YAML{where}: {e}.") from None
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise DescriptorError(f"{file}: not valid YAML{where}: {problem}.") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

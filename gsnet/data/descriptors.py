@@ -136,7 +136,10 @@ def read_descriptor(path):
     try:
         descriptor = read_structured_file(file)
     except ValueError as e:
-        raise DescriptorError(f"{file}: not a dataset descriptor: {e}") from None
+        message = str(e)
+        raise DescriptorError(
+            message if message.startswith(str(file)) else f"{file}: not a dataset descriptor: {e}"
+        ) from None
     if not isinstance(descriptor, dict):
         raise DescriptorError(
             f"{file}: a dataset descriptor is a mapping of fields ({', '.join(_REQUIRED_FIELDS)}, "
