@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsnet.errors import ConfigError, add_debug_flag, reporting_user_errors
+from gsnet.errors import USER_ERROR_STATUS, ConfigError, add_debug_flag, reporting_user_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "building,road,tree,water"
@@ -124,9 +124,12 @@ def run_predict(args, weights, scene, output):
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     stderr = process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    code = os.waitstatus_to_exitcode(status)
+    if code == USER_ERROR_STATUS:  # predict.py's one-line error
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
         raise ConfigError(f"predict.py failed on {scene.name}: {last}")
+    if code:
+        raise RuntimeError(f"predict.py failed on {scene.name} with status {code}:\n{stderr}")
     return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 

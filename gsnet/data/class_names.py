@@ -188,7 +188,7 @@ def check_class_names(names, source, *, error_type=ConfigError):
         key = name.lower()
         if key in first_index:
             raise error_type(
-                f"{source}: {name!r} is given twice, entry {index} ({name!r}) repeats entry "
+                f"{source}: a name is given twice: entry {index} ({name!r}) repeats entry "
                 f"{first_index[key]} ({names[first_index[key]]!r}); CLIP lower-cases names, so "
                 "they would be the same query. Remove or rename one of them."
             )

@@ -39,7 +39,10 @@ def test_bad_arguments_are_one_line_errors(load_tool, capsys, arguments, message
 
 def test_a_failing_predict_run_is_named_with_its_error(load_tool, tmp_path, repo_root, capsys):
     failing = tmp_path / "predict.py"
-    failing.write_text("import sys\nsys.exit('predict.py: error: the scene is unreadable')\n")
+    failing.write_text(
+        "import sys\nsys.stderr.write('predict.py: error: the scene is unreadable\\n')\n"
+        "sys.exit(2)\n"
+    )
     tool = load_tool("benchmark_predict")
     argv = ["--config", f"{repo_root}/configs/toy.yaml", "--predict-script", str(failing)]
     with pytest.raises(SystemExit) as exit_info:
