@@ -27,6 +27,8 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "add_debug_flag",
+    "check_minimum",
+    "output_write_errors",
     "reporting_user_errors",
     "user_error_message",
 ]
@@ -107,6 +109,31 @@ def add_debug_flag(parser):
         help="show the traceback of errors in the input (also: GSNET_DEBUG=1)",
     )
     return parser
+
+
+def check_minimum(parser, args, minimum, *names):
+    """``parser.error`` (exit status 2) naming the first option of ``names`` (argparse dest
+    names) whose value is below ``minimum``; an option left at None is not checked."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
+@contextlib.contextmanager
+def output_write_errors(how_to_fix, *, path=None):
+    """An OSError raised inside the block (a full disk, permissions) as an OutputWriteError:
+    "Cannot write <path>: <reason>. <how_to_fix>", or, without ``path``, the same message
+    naming the file the OSError names. Errors that already are GSNetUserErrors pass unchanged.
+    """
+    try:
+        yield
+    except GSNetUserError:
+        raise
+    except OSError as error:
+        reason = error.strerror or error
+        where = f"Cannot write {path}" if path is not None else error.filename or "an output file"
+        raise OutputWriteError(f"{where}: {reason}. {how_to_fix}") from error
 
 
 @contextlib.contextmanager

@@ -2,14 +2,19 @@
 traceback with --debug, any other exception (a bug) unchanged."""
 
 import argparse
+import errno
 import logging
 
 import pytest
 
 from gsnet.errors import (
     USER_ERROR_STATUS,
+    ConfigError,
     InputFileError,
+    OutputWriteError,
     add_debug_flag,
+    check_minimum,
+    output_write_errors,
     reporting_user_errors,
 )
 
@@ -69,3 +74,25 @@ def test_training_log_shows_a_user_error_without_its_traceback():
     assert user.getMessage() == "Exception during training: Image a.png is truncated."
     assert user.exc_info is None
     assert bug.getMessage() == "Exception during training:" and bug.exc_info is not None
+
+
+def test_check_minimum_names_the_first_option_below_its_minimum(capsys):
+    parser = argparse.ArgumentParser(prog="tool.py")
+    args = argparse.Namespace(batch_size=4, tile_size=None, workers=0)
+    check_minimum(parser, args, 1, "batch_size", "tile_size")  # None is not checked
+    with pytest.raises(SystemExit) as exit_info:
+        check_minimum(parser, args, 1, "batch_size", "workers")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("--workers must be at least 1, got 0")
+
+
+def test_output_write_errors_name_the_file_and_keep_user_errors():
+    full = OSError(errno.ENOSPC, "No space left on device", ".out.tif.partial")
+    with pytest.raises(OutputWriteError) as raised, output_write_errors("Free space."):
+        raise full
+    assert str(raised.value) == ".out.tif.partial: No space left on device. Free space."
+    with pytest.raises(OutputWriteError) as raised, output_write_errors("Retry.", path="out.tif"):
+        raise full
+    assert str(raised.value) == "Cannot write out.tif: No space left on device. Retry."
+    with pytest.raises(ConfigError), output_write_errors("Retry."):
+        raise ConfigError("already a user error")

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gsnet.errors import USER_ERROR_STATUS, ConfigError, add_debug_flag, reporting_user_errors
+from gsnet.errors import (
+    USER_ERROR_STATUS,
+    ConfigError,
+    add_debug_flag,
+    check_minimum,
+    reporting_user_errors,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "building,road,tree,water"
@@ -58,8 +64,7 @@ def parse_args(argv=None):
     args = add_debug_flag(parser).parse_args(argv)
     if min(args.sizes) < 64:
         parser.error(f"--sizes must be at least 64 pixels, got {min(args.sizes)}")
-    if args.batch_size < 1 or (args.tile_size is not None and args.tile_size < 1):
-        parser.error("--batch-size and --tile-size must be at least 1")
+    check_minimum(parser, args, 1, "batch_size", "tile_size")
     for name in ("config", "predict_script"):
         if not Path(getattr(args, name)).is_file():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such file")

@@ -28,7 +28,7 @@ from gsnet.allocator import keep_freed_memory
 from gsnet.checkpoint import GSNetCheckpointer
 from gsnet.config import PAPER_EVALUATION_OVERRIDES, load_config
 from gsnet.data.class_names import load_class_names
-from gsnet.errors import MissingFileError, add_debug_flag, reporting_user_errors
+from gsnet.errors import MissingFileError, add_debug_flag, check_minimum, reporting_user_errors
 from gsnet.evaluation import compare_precisions
 from gsnet.gsnet_model import INFERENCE_PRECISIONS
 from gsnet.training import GSNetTrainer, check_registered
@@ -51,8 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = add_debug_flag(parser).parse_args(argv)
-    if args.max_images is not None and args.max_images < 1:
-        parser.error(f"--max-images must be at least 1, got {args.max_images}.")
+    check_minimum(parser, args, 1, "max_images")
     return args
 
 

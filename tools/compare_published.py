@@ -716,11 +716,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
-    from gsnet.errors import add_debug_flag
+    from gsnet.errors import add_debug_flag, check_minimum
 
     args = add_debug_flag(parser).parse_args(argv)
-    if args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}.")
+    check_minimum(parser, args, 1, "threads")
     if args.output and not Path(args.output).resolve().parent.is_dir():
         parser.error(f"--output {args.output}: its folder does not exist.")
     if args.device == "cuda" and not torch.cuda.is_available():

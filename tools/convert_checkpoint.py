@@ -25,8 +25,8 @@ from gsnet.errors import (
     ConfigError,
     InputFileError,
     MissingFileError,
-    OutputWriteError,
     add_debug_flag,
+    output_write_errors,
     reporting_user_errors,
 )
 
@@ -67,13 +67,10 @@ def convert(source, target, *, overwrite=False, allow_unsafe_unpickling=False):
     if not is_released_layout(state):
         raise InputFileError(f"{source} is not in the published layout (already converted?).")
     converted = convert_released_state_dict(state)
-    try:
+    with output_write_errors(
+        "Free space or choose another target; nothing was written.", path=target
+    ):
         write_file_atomically(target, lambda f: torch.save({**checkpoint, "model": converted}, f))
-    except OSError as error:
-        raise OutputWriteError(
-            f"Cannot write {target}: {error.strerror or error}. Free space or choose another "
-            "target; nothing was written."
-        ) from error
     print(
         f"wrote {target}: {len(converted)} tensors ({len(state) - len(converted)} derived "
         "entries dropped)"

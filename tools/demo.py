@@ -32,7 +32,7 @@ from gsnet.demo import (
     quickstart_examples,
     segment_upload,
 )
-from gsnet.errors import MissingFileError, add_debug_flag, reporting_user_errors
+from gsnet.errors import MissingFileError, add_debug_flag, check_minimum, reporting_user_errors
 from gsnet.predictor import Predictor
 
 # The page must not reach the internet by itself: no usage statistics, no update check.
@@ -113,10 +113,7 @@ def parse_args(argv=None):
     args = add_debug_flag(parser).parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
-    for name in ("tile_size", "batch_size", "max_classes"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_minimum(parser, args, 1, "tile_size", "batch_size", "max_classes")
     return args
 
 

@@ -19,7 +19,6 @@ Config overrides (KEY VALUE ...) go at the end, as with Detectron2's tools.
 """
 
 import argparse
-import contextlib
 import glob
 import json
 import logging
@@ -37,9 +36,9 @@ from gsnet.checkpoint import PARTIAL_SUFFIX, write_file_atomically
 from gsnet.config import CONFIG_KEY
 from gsnet.errors import (
     ConfigError,
-    GSNetUserError,
-    OutputWriteError,
     add_debug_flag,
+    check_minimum,
+    output_write_errors,
     reporting_user_errors,
 )
 from gsnet.launcher import launch_tool
@@ -138,15 +137,8 @@ def parse_args(argv=None):
     args.opts = overrides + args.opts
     if len(args.opts) % 2:
         parser.error(f"config overrides come in KEY VALUE pairs, got {args.opts}")
-    if args.tile_size is not None and args.tile_size < 1:
-        parser.error(f"--tile-size must be at least 1, got {args.tile_size}")
-    if args.tile_overlap is not None and not 0 <= args.tile_overlap:
-        parser.error(f"--tile-overlap must be 0 or more, got {args.tile_overlap}")
-    for name in ("batch_size", "num_gpus", "num_machines"):
-        if getattr(args, name) < 1:
-            parser.error(
-                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
-            )
+    check_minimum(parser, args, 1, "tile_size", "batch_size", "num_gpus", "num_machines")
+    check_minimum(parser, args, 0, "tile_overlap")
     if not 0 <= args.machine_rank < args.num_machines:
         parser.error(f"--machine-rank must be in 0..{args.num_machines - 1}")
     try:
@@ -551,30 +543,22 @@ def run(args):
         print(f"Wrote the results of {len(everything)} image(s) to {output}.")
 
 
-@contextlib.contextmanager
-def output_write_errors():
-    """An OSError of the outputs (a full disk, permissions) as an OutputWriteError."""
-    try:
-        yield
-    except GSNetUserError:
-        raise
-    except OSError as error:
-        raise OutputWriteError(
-            f"{error.filename or 'an output file'}: {error.strerror or error}. Free space or "
-            "choose another --output; the images already complete are kept."
-        ) from error
+OUTPUT_WRITE_FIX = "Free space or choose another --output; the images already complete are kept."
 
 
 def run_writing_outputs(args):
     """``run`` in one process (started by ``launch_tool``)."""
-    with output_write_errors():
+    with output_write_errors(OUTPUT_WRITE_FIX):
         run(args)
 
 
 def main(argv=None):
     args = parse_args(argv)
     output = Path(args.output)
-    with reporting_user_errors("predict.py", debug=args.debug), output_write_errors():
+    with (
+        reporting_user_errors("predict.py", debug=args.debug),
+        output_write_errors(OUTPUT_WRITE_FIX),
+    ):
         class_names = parse_class_names(args.classes)
         images = find_inputs(args.input)
         if not Path(args.weights).is_file():

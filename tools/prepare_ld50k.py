@@ -33,8 +33,8 @@ from tqdm import tqdm
 from gsnet.data.datasets import dataset_root_from_env, get_dataset_spec, list_image_label_pairs
 from gsnet.errors import (
     InputFileError,
-    OutputWriteError,
     add_debug_flag,
+    output_write_errors,
     reporting_user_errors,
 )
 
@@ -160,21 +160,18 @@ def _write(chunks, destination):
     """Write an entry's data to ``destination``, through a temporary file that only a
     complete, CRC-checked entry replaces it with."""
     temporary = destination.with_name(destination.name + ".part")
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        os.replace(temporary, destination)
-    except BaseException as error:
-        if temporary.exists():
-            temporary.unlink()
-        if isinstance(error, OSError):
-            raise OutputWriteError(
-                f"Cannot write {destination}: {error.strerror or error}. Free space or choose "
-                "another --root, then rerun: the files already extracted are kept."
-            ) from error
-        raise
+    fix = "Free space or choose another --root, then rerun: the files already extracted are kept."
+    with output_write_errors(fix, path=destination):
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+            os.replace(temporary, destination)
+        except BaseException:
+            if temporary.exists():
+                temporary.unlink()
+            raise
 
 
 def _drain(chunks):
