@@ -320,16 +320,15 @@ def main(argv=None):
         zip_path = find_last_part(args.archive)
         parts = find_parts(zip_path, count_parts(zip_path))
         print(f"Archive: {len(parts)} part(s), last {zip_path}")
-        sizes = {p.stat().st_size for p in parts[:-1]}
-        if len(sizes) > 1:
+        sizes = [part.stat().st_size for part in parts]
+        if len(set(sizes[:-1])) > 1:
+            listed = ", ".join(f"{part.name} {size}" for part, size in zip(parts, sizes[:-1]))
             print(
-                "WARNING: the parts before the last differ in size "
-                f"({', '.join(f'{p.name} {p.stat().st_size}' for p in parts[:-1])}); "
-                "a smaller one may be an incomplete download."
+                f"WARNING: the parts before the last differ in size ({listed}); a smaller one "
+                "may be an incomplete download."
             )
         dataset_dir = Path(args.root) / DATASET_DIR
-        total = sum(p.stat().st_size for p in parts)
-        with tqdm(total=total, unit="B", unit_scale=True, desc="extract") as progress:
+        with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="extract") as progress:
             result = extract(archive_stream(parts, progress), dataset_dir, args.overwrite)
         print(describe(result, dataset_dir))
     print(
